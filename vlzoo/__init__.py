@@ -1,0 +1,83 @@
+"""vlzoo: a plugin-based zoo of vision-language document retrievers.
+
+    import vlzoo
+    model = vlzoo.build("colllava_tiny")
+    q = model.embed_queries(["red circle"])
+    d = model.embed_images([page])
+    scores = model.score(q, d)
+
+Importing vlzoo does not import torch; `build` and `load` do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from vlzoo_core.config import Recipe
+from vlzoo_core.registry import Registry
+
+if TYPE_CHECKING:
+    import torch
+
+    from vlzoo_core.retriever import Retriever
+
+__version__ = "0.1.0"
+
+_registry: Registry | None = None
+
+
+def catalog_path() -> Path:
+    """The built-in `registry.toml`: packaged next to this module, or at the source tree's root."""
+    packaged = Path(__file__).with_name("registry.toml")
+    return packaged if packaged.exists() else Path(__file__).resolve().parent.parent / "registry.toml"
+
+
+def registry() -> Registry:
+    """The process-wide registry: entry-point plugins plus the built-in catalog, loaded on first use."""
+    global _registry
+    if _registry is None:
+        _registry = Registry(catalogs=[catalog_path()])
+    return _registry
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Names of registered models matching a glob, e.g. `list_models("colllava*")`."""
+    return [recipe.name for recipe in registry().list_recipes(pattern)]
+
+
+def recipe(name: str) -> Recipe:
+    return registry().recipe(name)
+
+
+def build(
+    name: str,
+    weights: str | Path | None = None,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    **overrides: Any,
+) -> Retriever:
+    """Build a registered retriever.
+
+    weights: None for random init (nothing is downloaded), "pretrained" for the recipe's own weights,
+    or a local folder / Hub id of a checkpoint in the recipe's format.
+    overrides: recipe fields to change, e.g. `document_path="vision"` or
+    `query_head={"name": "mean_pooled"}`; nested dicts merge into the recipe.
+    """
+    from vlzoo_core.builder import build_retriever
+
+    reg = registry()
+    return build_retriever(reg, reg.recipe(name), weights=weights, device=device, dtype=dtype, overrides=overrides)
+
+
+def load(
+    directory: str | Path, *, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None
+) -> Retriever:
+    """Load a retriever written by `Retriever.save_pretrained`."""
+    from vlzoo_core.builder import load_retriever
+
+    return load_retriever(registry(), directory, device=device, dtype=dtype)
+
+
+__all__ = ["build", "catalog_path", "list_models", "load", "recipe", "registry"]

@@ -1,0 +1,3 @@
+from vlzoo.cli import main
+
+raise SystemExit(main())

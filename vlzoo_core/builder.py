@@ -1,0 +1,169 @@
+"""Assemble a `Retriever` from a recipe: resolve components in the registry, build them, load weights."""
+
+from __future__ import annotations
+
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import ValidationError
+
+from vlzoo_core.config import Recipe
+from vlzoo_core.errors import CheckpointError, ConfigError, describe_validation_error
+from vlzoo_core.registry import Registry
+from vlzoo_core.retriever import CONFIG_FILE, PROCESSOR_DIR, WEIGHTS_FILE, Retriever
+from vlzoo_core.weights import load_checkpoint, read_json, resolve_source
+
+PRETRAINED = "pretrained"
+
+_DTYPES = {
+    "float32": torch.float32, "fp32": torch.float32,
+    "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+    "float16": torch.float16, "fp16": torch.float16,
+}
+
+
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype not in _DTYPES:
+        raise ConfigError(f"dtype {dtype!r}: expected one of {sorted(_DTYPES)}")
+    return _DTYPES[dtype]
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
+    """A new recipe with `overrides` deep-merged in and validated again; the original is unchanged."""
+    if not overrides:
+        return recipe
+    try:
+        return Recipe.model_validate(deep_merge(recipe.model_dump(), overrides))
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc, f"overrides of {recipe.name!r}")) from exc
+
+
+def checkpoint_format(registry: Registry, recipe: Recipe):
+    if recipe.weights is None:
+        raise ConfigError(f"model {recipe.name!r} declares no weights format, so it cannot load checkpoints")
+    spec = registry.component("checkpoint_format", recipe.weights.format)
+    return spec.load()(spec.parse_config({}, f"weights.format {spec.name}"))
+
+
+def build_retriever(
+    registry: Registry,
+    recipe: Recipe,
+    *,
+    weights: str | Path | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Retriever:
+    """Build `recipe` with random init (`weights=None`), its own weights (`"pretrained"`), or a folder/Hub id.
+
+    With a checkpoint, the architecture comes from the checkpoint's `config.json`, as `from_pretrained` does;
+    `overrides` apply last.
+    """
+    recipe = apply_overrides(recipe, overrides or {})
+    folder = None
+    fmt = None
+    if weights is not None:
+        if weights == PRETRAINED:
+            if recipe.weights is None or recipe.weights.source is None:
+                raise ConfigError(f"model {recipe.name!r} has no pretrained weights; pass a folder or Hub id")
+            weights = recipe.weights.source
+        fmt = checkpoint_format(registry, recipe)
+        folder = resolve_source(weights, recipe.weights.revision if recipe.weights else None)
+        architecture = fmt.architecture(read_json(folder / "config.json"))
+        recipe = apply_overrides(apply_overrides(recipe, architecture), overrides or {})
+    model = assemble(registry, recipe, device=device, dtype=dtype, processor_source=folder)
+    if folder is not None:
+        if model.device.type == "meta":
+            raise ConfigError("weights cannot be loaded on the meta device; pass weights=None")
+        load_checkpoint(model, folder, fmt, allow_missing=["heads."])
+    return model
+
+
+def assemble(
+    registry: Registry,
+    recipe: Recipe,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+    processor_source: Path | None = None,
+) -> Retriever:
+    """Instantiate every component of `recipe` (random init) and wire them into a `Retriever`."""
+
+    def resolve(kind: str, field: str):
+        ref = getattr(recipe, field)
+        spec = registry.component(kind, ref.name)
+        return spec.load(), spec.parse_config(ref.config, f"{recipe.name}.{field}.config")
+
+    encoder_factory, encoder_config = resolve("encoder", "encoder")
+    projector_factory, projector_config = resolve("projector", "projector")
+    backbone_factory, backbone_config = resolve("backbone", "backbone")
+    query_factory, query_config = resolve("head", "query_head")
+    document_factory, document_config = resolve("head", "document_head")
+    processor_factory, processor_config = resolve("processor", "processor")
+
+    with torch.device(device or "cpu"):
+        encoder = encoder_factory(encoder_config)
+        backbone = backbone_factory(backbone_config)
+        projector = projector_factory(projector_config, encoder.hidden_size, backbone.hidden_size)
+        heads = {recipe.query_head.module: query_factory(query_config, backbone.hidden_size)}
+        if recipe.document_head.module not in heads:
+            heads[recipe.document_head.module] = document_factory(document_config, backbone.hidden_size)
+        elif recipe.document_head != recipe.query_head:
+            raise ConfigError("query_head and document_head share a module name but differ in name or config")
+        model = Retriever(
+            recipe=recipe,
+            vision_tower=encoder,
+            projector=projector,
+            language_model=backbone,
+            heads=heads,
+            image_token_id=processor_config.image_token_id,
+            processor_factory=lambda: processor_factory(processor_config, encoder=encoder, source=processor_source),
+        )
+    dtype = parse_dtype(dtype)
+    return model.to(dtype) if dtype is not None else model
+
+
+class _IdentityFormat:
+    def map_key(self, key: str) -> str:
+        return key
+
+
+def load_retriever(
+    registry: Registry,
+    directory: str | Path,
+    *,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | str | None = None,
+) -> Retriever:
+    """Load a folder written by `Retriever.save_pretrained`."""
+    directory = Path(directory)
+    if not (directory / CONFIG_FILE).exists():
+        raise CheckpointError(f"{directory}: no {CONFIG_FILE}; not a folder saved by vlzoo")
+    config = read_json(directory / CONFIG_FILE)
+    if config.get("format") != "vlzoo":
+        raise CheckpointError(f"{directory / CONFIG_FILE}: not a vlzoo config")
+    try:
+        recipe = Recipe.model_validate(config["recipe"])
+    except (KeyError, ValidationError) as exc:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: invalid recipe: {describe_validation_error(exc)}") from exc
+    model = assemble(registry, recipe, device=device, dtype=dtype or config.get("dtype"),
+                     processor_source=directory / PROCESSOR_DIR)
+    load_checkpoint(model, directory, _IdentityFormat())
+    return model
+
+
