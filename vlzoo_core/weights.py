@@ -42,6 +42,9 @@ def safetensors_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     if index.exists():
         shards = sorted(set(read_json(index).get("weight_map", {}).values()))
+        missing = [shard for shard in shards if not (folder / shard).is_file()]
+        if missing:
+            raise CheckpointError(f"{index}: names shard(s) {missing[:3]} that are not in {folder}")
         return [folder / shard for shard in shards]
     files = sorted(folder.glob("*.safetensors"))
     if not files:
@@ -74,16 +77,25 @@ def load_checkpoint(
     Fails on any unexpected key, and on any missing key that does not start with one of `allow_missing`
     (parameters that are new in the retriever, such as its heads). Returns the missing keys.
     """
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     expected = model.state_dict()
     state: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
+    sources: dict[str, str] = {}
     for file in safetensors_files(folder):
-        for key, tensor in load_file(str(file)).items():
+        try:
+            tensors = load_file(str(file))
+        except (OSError, SafetensorError) as exc:
+            raise CheckpointError(f"{file}: cannot read safetensors: {exc}") from exc
+        for key, tensor in tensors.items():
             target = checkpoint_format.map_key(key)
             if target is None:
                 continue
+            if target in sources:
+                raise CheckpointError(f"{folder}: keys {sources[target]!r} and {key!r} both map to {target!r}")
+            sources[target] = key
             if target not in expected:
                 unexpected.append(key)
                 continue
