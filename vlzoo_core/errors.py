@@ -38,7 +38,15 @@ class CheckpointError(VlzooError):
 
 
 class InputError(VlzooError, ValueError):
-    """Bad data handed to a processor, such as an unreadable image or an empty query."""
+    """Bad data handed to a processor, such as an unreadable image or an empty query, at a given position."""
+
+    def __init__(self, item: str, index: int, reason: str) -> None:
+        self.item, self.index, self.reason = item, index, reason
+        super().__init__(f"{item} {index}: {reason}")
+
+    def shifted(self, offset: int) -> InputError:
+        """The same error with the position counted from `offset` (for items processed in batches)."""
+        return InputError(self.item, self.index + offset, self.reason)
 
 
 def describe_validation_error(exc: Exception, where: str = "") -> str:

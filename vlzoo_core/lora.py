@@ -27,7 +27,10 @@ class LoraPlan:
         return sorted({m for name, found in self.matches.items() if rules[name].mode == mode for m in found})
 
     def expected_trainable_parameters(self, model: nn.Module) -> int:
-        """The analytic count: r * (in + out) per adapted Linear, plus every parameter of fully trained modules."""
+        """The analytic count: r * (in + out) per adapted Linear, plus every parameter of fully trained modules.
+
+        Call it on the model before `apply_lora`, which adds trainable copies of fully trained modules.
+        """
         modules = dict(model.named_modules())
         r = self.rule_set.r
         lora = sum(r * (modules[name].in_features + modules[name].out_features) for name in self.targets("lora"))
@@ -50,10 +53,16 @@ def plan_lora(model: nn.Module, rule_set: LoraRuleSet) -> LoraPlan:
                 continue
             found.append(f"{rule.component}.{relative}")
         plan.matches[rule.name] = found
-    overlap = set(plan.targets("lora")) & set(plan.targets("full"))
-    if overlap:
-        raise LoraRuleError(f"modules selected both for LoRA and for full training: {sorted(overlap)[:3]}")
+    lora, full = plan.targets("lora"), plan.targets("full")
+    clashes = {m for m in lora for f in full if _within(m, f)} | {m for m in full for f in full if m != f and _within(m, f)}
+    if clashes:
+        raise LoraRuleError(f"modules selected twice (LoRA inside or equal to a fully trained module, "
+                            f"or nested full rules): {sorted(clashes)[:3]}")
     return plan
+
+
+def _within(module: str, container: str) -> bool:
+    return module == container or module.startswith(container + ".")
 
 
 def check_plan(plan: LoraPlan) -> None:
@@ -68,19 +77,28 @@ def check_plan(plan: LoraPlan) -> None:
 def apply_lora(model: nn.Module, rule_set: LoraRuleSet):
     """Wrap `model` in a peft model per `rule_set`; everything not selected is frozen.
 
+    A rule set with only `full` rules needs no adapter: the model itself comes back with just those
+    modules trainable.
+
     Raises if a rule matches nothing, or if peft wrapped anything other than exactly the planned modules.
     """
     from peft import LoraConfig, get_peft_model
 
     plan = plan_lora(model, rule_set)
     check_plan(plan)
+    if not plan.targets("lora"):  # only full training: peft has nothing to add
+        model.requires_grad_(False)
+        modules = dict(model.named_modules())
+        for name in plan.targets("full"):
+            modules[name].requires_grad_(True)
+        return model
     init = True if rule_set.init == "default" else rule_set.init
     config = LoraConfig(
         r=rule_set.r,
         lora_alpha=rule_set.alpha,
         lora_dropout=rule_set.dropout,
         init_lora_weights=init,
-        target_modules=plan.targets("lora") or None,
+        target_modules=plan.targets("lora"),
         modules_to_save=plan.targets("full") or None,
     )
     peft_model = get_peft_model(model, config)
@@ -94,7 +112,7 @@ def adapted_modules(peft_model: nn.Module) -> list[str]:
     """Names (relative to the retriever) of the modules that carry a LoRA adapter."""
     from peft.tuners.lora import LoraLayer
 
-    base = peft_model.get_base_model()
+    base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
     return [name for name, module in base.named_modules() if isinstance(module, LoraLayer)]
 
 

@@ -52,11 +52,11 @@ def open_image(image: Any, index: int) -> Image.Image:
                 opened.load()
                 return opened.convert("RGB")
         except Exception as exc:  # noqa: BLE001 - PIL raises many kinds
-            raise InputError(f"image {index}: cannot read {str(image)!r}: {exc}") from exc
+            raise InputError("image", index, f"cannot read {str(image)!r}: {exc}") from exc
     if not isinstance(image, Image.Image):
-        raise InputError(f"image {index}: expected a PIL.Image or a file path, got {type(image).__name__}")
+        raise InputError("image", index, f"expected a PIL.Image or a file path, got {type(image).__name__}")
     if image.width < 1 or image.height < 1:
-        raise InputError(f"image {index}: empty image of size {image.size}")
+        raise InputError("image", index, f"empty image of size {image.size}")
     return image.convert("RGB")
 
 
@@ -98,7 +98,7 @@ class TokenProcessor(Processor):
     def process_queries(self, queries: Sequence[str]) -> dict[str, torch.Tensor]:
         for index, query in enumerate(queries):
             if not isinstance(query, str) or not query.strip():
-                raise InputError(f"query {index}: expected a non-empty string, got {query!r}")
+                raise InputError("query", index, f"expected a non-empty string, got {query!r}")
         texts = [self.config.query_prefix + query + self.config.query_suffix for query in queries]
         batch = self._tokenize(texts, self.config.max_query_length)
         return self._with_positions(batch)

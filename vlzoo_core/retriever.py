@@ -12,6 +12,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from vlzoo_core.config import Recipe
+from vlzoo_core.errors import InputError
 from vlzoo_core.interfaces import LanguageBackbone, Processor, Projector, RetrievalHead, VisionEncoder
 from vlzoo_core.scoring import Embeddings, dot_scores, maxsim
 
@@ -146,9 +147,13 @@ class Retriever(nn.Module):
         self.eval()
         outputs = []
         try:
-            for chunk in tqdm(_chunks(items, batch_size), desc=f"embedding {what}", disable=not progress,
-                              total=-(-len(items) // batch_size)):
-                batch = {k: v.to(self.device) for k, v in process(chunk).items()}
+            for start, chunk in tqdm(_chunks(items, batch_size), desc=f"embedding {what}", disable=not progress,
+                                     total=-(-len(items) // batch_size)):
+                try:
+                    batch = process(chunk)
+                except InputError as exc:
+                    raise exc.shifted(start) from exc
+                batch = {k: v.to(self.device) for k, v in batch.items()}
                 outputs.extend(self(**batch).float().cpu())
         finally:
             self.train(was_training)
@@ -179,8 +184,8 @@ class Retriever(nn.Module):
         self.processor.save_pretrained(directory / PROCESSOR_DIR)
 
 
-def _chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+def _chunks(items: Sequence[Any], size: int) -> Iterator[tuple[int, Sequence[Any]]]:
     if size <= 0:
         raise ValueError("batch_size must be positive")
     for start in range(0, len(items), size):
-        yield items[start : start + size]
+        yield start, items[start : start + size]
