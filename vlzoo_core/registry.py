@@ -104,7 +104,9 @@ class Registrar:
         self._staged.rule_sets.append(rule_set)
 
     def recipe(self, recipe: Recipe | Mapping[str, Any]) -> None:
-        if not isinstance(recipe, Recipe):
+        if isinstance(recipe, Recipe):
+            recipe = recipe.model_copy(update={"plugin": self.plugin})
+        else:
             recipe = _parse_recipe({**recipe, "plugin": self.plugin}, f"plugin {self.plugin!r}")
         self._staged.recipes.append(recipe)
 
@@ -126,11 +128,20 @@ def read_catalog(path: Path) -> list[Recipe]:
     unknown = set(data) - {"models"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level table(s) {sorted(unknown)}; expected only [models.NAME]")
+    models = data.get("models", {})
+    if not isinstance(models, dict):
+        raise ConfigError(f"{path}: 'models' must be a table of [models.NAME] tables")
     source = Path(path).name
-    return [
-        _parse_recipe({**entry, "name": name, "plugin": source}, str(path))
-        for name, entry in data.get("models", {}).items()
-    ]
+    recipes = []
+    for name, entry in models.items():
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{path}: models.{name}: expected a table")
+        recipes.append(_parse_recipe({**entry, "name": name, "plugin": source}, str(path)))
+    return recipes
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def _plugins_from_environment() -> frozenset[str] | None:
@@ -184,7 +195,7 @@ class Registry:
             try:
                 module = entry_point.load()
             except Exception as exc:  # noqa: BLE001 - any failure of third-party code is isolated
-                info.error = f"import failed: {type(exc).__name__}: {exc}"
+                info.error = _one_line(f"import failed: {type(exc).__name__}: {exc}")
                 self.plugins.append(info)
                 continue
             self._add_plugin(info, module)
@@ -192,14 +203,14 @@ class Registry:
     def _add_plugin(self, info: PluginInfo, plugin: object) -> None:
         if isinstance(plugin, str):
             plugin = importlib.import_module(plugin)
-        if any(p.name == info.name and p.error is None for p in self.plugins):
+        if any(p.name == info.name for p in self.plugins):
             raise DuplicateNameError(f"plugin name {info.name!r} is registered twice")
         try:
             self._pm.register(plugin, name=info.name)
             self._pm.check_pending()
         except pluggy.PluginValidationError as exc:
             self._pm.unregister(name=info.name)
-            info.error = f"invalid plugin: {exc}"
+            info.error = _one_line(f"invalid plugin: {exc}")
             self.plugins.append(info)
             return
         info.hooks = tuple(sorted(hook.name for hook in self._pm.get_hookcallers(plugin) or ()))
@@ -210,12 +221,14 @@ class Registry:
             try:
                 impl.function(register=registrar)
             except VlzooError as exc:
-                info.error = f"registration failed: {exc}"
+                info.error = _one_line(f"registration failed: {exc}")
             except Exception as exc:  # noqa: BLE001 - isolate a broken plugin
-                info.error = f"registration failed: {type(exc).__name__}: {exc}"
+                info.error = _one_line(f"registration failed: {type(exc).__name__}: {exc}")
         self.plugins.append(info)
         if info.error is None:
             self._commit(info, registrar._staged)
+        else:
+            self._pm.unregister(name=info.name)
 
     def _commit(self, info: PluginInfo, staged: _Staged) -> None:
         for spec in staged.components:
