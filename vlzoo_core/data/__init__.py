@@ -1,0 +1,1 @@
+"""Training and evaluation data: sources loaded through `datasets`, the synthetic generator, the collator."""
