@@ -75,7 +75,7 @@ def load(
     directory: str | Path, *, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None
 ) -> Retriever:
     """Load a retriever written by `Retriever.save_pretrained`."""
-    from vlzoo_core.builder import load_retriever
+    from vlzoo_core.persist import load_retriever
 
     return load_retriever(registry(), directory, device=device, dtype=dtype)
 

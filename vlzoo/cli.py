@@ -89,6 +89,47 @@ def cmd_lora(args: argparse.Namespace) -> int:
     return 0 if expected == trainable else 1
 
 
+def _run_config(args: argparse.Namespace):
+    from pathlib import Path
+
+    from vlzoo_core.run_config import load_run_config
+
+    path = Path(args.config)
+    return load_run_config(path, model=args.model), path.resolve().parent
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from vlzoo_core.training.run import validate
+
+    config, base_dir = _run_config(args)
+    checked = validate(config, _registry(), base_dir=base_dir)
+    for line in checked.report:
+        print(line)
+    print(f"{args.config}: OK")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from vlzoo_core.run_config import RunConfig
+
+    print(json.dumps(RunConfig.model_json_schema(), indent=2))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vlzoo_core.training.run import train
+
+    config, base_dir = _run_config(args)
+    metrics = train(config, _registry(), base_dir=base_dir, resume=args.resume, overwrite=args.overwrite)
+    for phase in ("before", "after"):
+        if phase in metrics:
+            print(f"eval {phase + ':':<7} " + "  ".join(f"{k} {v:.3f}" for k, v in metrics[phase].items()))
+    if metrics.get("skipped_rows"):
+        print(f"skipped {metrics['skipped_rows']} bad rows")
+    print(f"saved to {metrics['output_dir']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlzoo",
@@ -117,6 +158,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", help="LoRA rule set (default: the model's own)")
     p.add_argument("-v", "--verbose", action="store_true", help="list every adapted module")
     p.set_defaults(func=cmd_lora)
+
+    p = commands.add_parser("train", help="fine-tune a retriever from a YAML run config",
+                            description="Train per CONFIG (see `vlzoo schema`). Multi-GPU: "
+                            "`accelerate launch -m vlzoo train ...`; the global batch is "
+                            "per_device_batch_size x gradient_accumulation_steps x processes.")
+    p.add_argument("config", help="YAML run config, e.g. examples/quickstart.yaml")
+    p.add_argument("--model", help="registered model name; overrides model.name in the config")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output.dir")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier run in output.dir")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("validate", help="check a run config without training",
+                            description="Check that the model, LoRA rules, loss, files and dataset columns in "
+                            "CONFIG resolve, without loading weights or images.")
+    p.add_argument("config", help="YAML run config")
+    p.add_argument("--model", help="registered model name; overrides model.name in the config")
+    p.set_defaults(func=cmd_validate)
+
+    p = commands.add_parser("schema", help="print the JSON schema of run configs",
+                            description="Print the JSON schema of run configs (for editors and linters).")
+    p.set_defaults(func=cmd_schema)
     return parser
 
 

@@ -11,9 +11,9 @@ import torch
 from pydantic import ValidationError
 
 from vlzoo_core.config import Recipe
-from vlzoo_core.errors import CheckpointError, ConfigError, describe_validation_error
+from vlzoo_core.errors import ConfigError, describe_validation_error
 from vlzoo_core.registry import Registry
-from vlzoo_core.retriever import CONFIG_FILE, PROCESSOR_DIR, WEIGHTS_FILE, Retriever
+from vlzoo_core.retriever import Retriever
 from vlzoo_core.weights import load_checkpoint, read_json, resolve_source
 
 PRETRAINED = "pretrained"
@@ -68,11 +68,12 @@ def build_retriever(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     overrides: Mapping[str, Any] | None = None,
+    processor_source: Path | None = None,
 ) -> Retriever:
     """Build `recipe` with random init (`weights=None`), its own weights (`"pretrained"`), or a folder/Hub id.
 
     With a checkpoint, the architecture comes from the checkpoint's `config.json`, as `from_pretrained` does;
-    `overrides` apply last.
+    `overrides` apply last. The tokenizer comes from `processor_source`, else the checkpoint folder.
     """
     recipe = apply_overrides(recipe, overrides or {})
     folder = None
@@ -86,7 +87,7 @@ def build_retriever(
         folder = resolve_source(weights, recipe.weights.revision if recipe.weights else None)
         architecture = fmt.architecture(read_json(folder / "config.json"))
         recipe = apply_overrides(apply_overrides(recipe, architecture), overrides or {})
-    model = assemble(registry, recipe, device=device, dtype=dtype, processor_source=folder)
+    model = assemble(registry, recipe, device=device, dtype=dtype, processor_source=processor_source or folder)
     if folder is not None:
         if model.device.type == "meta":
             raise ConfigError("weights cannot be loaded on the meta device; pass weights=None")
@@ -136,34 +137,3 @@ def assemble(
         )
     dtype = parse_dtype(dtype)
     return model.to(dtype) if dtype is not None else model
-
-
-class _IdentityFormat:
-    def map_key(self, key: str) -> str:
-        return key
-
-
-def load_retriever(
-    registry: Registry,
-    directory: str | Path,
-    *,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | str | None = None,
-) -> Retriever:
-    """Load a folder written by `Retriever.save_pretrained`."""
-    directory = Path(directory)
-    if not (directory / CONFIG_FILE).exists():
-        raise CheckpointError(f"{directory}: no {CONFIG_FILE}; not a folder saved by vlzoo")
-    config = read_json(directory / CONFIG_FILE)
-    if config.get("format") != "vlzoo":
-        raise CheckpointError(f"{directory / CONFIG_FILE}: not a vlzoo config")
-    try:
-        recipe = Recipe.model_validate(config["recipe"])
-    except (KeyError, ValidationError) as exc:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: invalid recipe: {describe_validation_error(exc)}") from exc
-    model = assemble(registry, recipe, device=device, dtype=dtype or config.get("dtype"),
-                     processor_source=directory / PROCESSOR_DIR)
-    load_checkpoint(model, directory, _IdentityFormat())
-    return model
-
-

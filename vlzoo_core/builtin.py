@@ -4,6 +4,16 @@ from __future__ import annotations
 
 from vlzoo_core.config import HeadConfig
 from vlzoo_core.hooks import hookimpl
+from vlzoo_core.loss_config import (
+    BiCEConfig,
+    BiNegativeCEConfig,
+    BiNegativePairwiseConfig,
+    BiPairwiseConfig,
+    ColbertCEConfig,
+    ColbertNegativeCEConfig,
+    ColbertNegativePairwiseConfig,
+    ColbertPairwiseConfig,
+)
 from vlzoo_core.registry import Registrar
 
 
@@ -17,3 +27,32 @@ def vlzoo_register(register: Registrar) -> None:
         "head", "mean_pooled", "vlzoo_core.heads:MeanPooledHead", HeadConfig,
         "Masked mean pooling, linear projection, L2 norm (single vector).",
     )
+    _register_losses(register)
+
+
+def _register_losses(register: Registrar) -> None:
+    """The training losses (`vlzoo_core.losses`, formulas of colpali-engine's loss classes)."""
+    losses = (
+        ("colbert_ce", "ColbertCELoss", ColbertCEConfig,
+         "Multi-vector in-batch InfoNCE over MaxSim scores / temperature (colpali-engine ColbertLoss)."),
+        ("colbert_pairwise", "ColbertPairwiseLoss", ColbertPairwiseConfig,
+         "Multi-vector softplus(hardest in-batch negative - positive) (colpali-engine ColbertPairwiseCELoss)."),
+        ("colbert_negative_ce", "ColbertNegativeCELoss", ColbertNegativeCEConfig,
+         "Multi-vector hard-negative softplus term + weighted in-batch InfoNCE "
+         "(colpali-engine ColbertNegativeCELoss); needs negatives."),
+        ("colbert_negative_pairwise", "ColbertNegativePairwiseLoss", ColbertNegativePairwiseConfig,
+         "Multi-vector hard-negative softplus term + weighted in-batch pairwise term "
+         "(colpali-engine ColbertPairwiseNegativeCELoss); needs negatives."),
+        ("bi_ce", "BiCELoss", BiCEConfig,
+         "Single-vector in-batch InfoNCE over dot products / temperature (colpali-engine BiEncoderLoss)."),
+        ("bi_pairwise", "BiPairwiseLoss", BiPairwiseConfig,
+         "Single-vector softplus(hardest in-batch negative - positive) (colpali-engine BiPairwiseCELoss)."),
+        ("bi_negative_ce", "BiNegativeCELoss", BiNegativeCEConfig,
+         "Single-vector hard-negative softplus term + weighted in-batch InfoNCE "
+         "(colpali-engine BiNegativeCELoss); needs negatives."),
+        ("bi_negative_pairwise", "BiNegativePairwiseLoss", BiNegativePairwiseConfig,
+         "Single-vector hard-negative softplus term + weighted in-batch pairwise term "
+         "(colpali-engine BiPairwiseNegativeCELoss); needs negatives."),
+    )
+    for name, attribute, config, description in losses:
+        register.component("loss", name, f"vlzoo_core.losses:{attribute}", config, description)

@@ -57,7 +57,7 @@ class LanguageBackbone(nn.Module, ABC):
     ) -> torch.Tensor:
         """(B, L, H) embeddings and a (B, L) mask become (B, L, H) hidden states.
 
-        `position_ids` is (B, L), or (3, B, L) for multimodal rotary positions; None means 0..L-1.
+        `position_ids` is (B, L), or (B, 3, L) for multimodal rotary positions; None means 0..L-1.
         """
 
 
@@ -75,7 +75,9 @@ class RetrievalHead(nn.Module, ABC):
 class Processor(ABC):
     """Tokenises queries, preprocesses pages and lays image tokens into the sequence.
 
-    Batches are dicts of tensors that `Retriever.encode_queries` / `encode_documents` accept.
+    Batches are dicts of tensors that `Retriever.encode_queries` / `encode_documents` accept. Every tensor
+    is row-major: its first dimension is the batch row (pad per-image data such as packed patches to
+    (B, max, ...)), so batches can be split and sharded by rows without knowing the family.
     """
 
     image_token_id: int

@@ -27,10 +27,7 @@ class LoraPlan:
         return sorted({m for name, found in self.matches.items() if rules[name].mode == mode for m in found})
 
     def expected_trainable_parameters(self, model: nn.Module) -> int:
-        """The analytic count: r * (in + out) per adapted Linear, plus every parameter of fully trained modules.
-
-        Call it on the model before `apply_lora`, which adds trainable copies of fully trained modules.
-        """
+        """The analytic count: r * (in + out) per adapted Linear, plus every parameter of fully trained modules."""
         modules = dict(model.named_modules())
         r = self.rule_set.r
         lora = sum(r * (modules[name].in_features + modules[name].out_features) for name in self.targets("lora"))
@@ -47,11 +44,11 @@ def plan_lora(model: nn.Module, rule_set: LoraRuleSet) -> LoraPlan:
         pattern = re.compile(rule.pattern)
         found = []
         for relative, module in component.named_modules():
-            if not relative or not pattern.fullmatch(relative):
+            if not pattern.fullmatch(relative):
                 continue
             if rule.mode == "lora" and not isinstance(module, nn.Linear):
                 continue
-            found.append(f"{rule.component}.{relative}")
+            found.append(f"{rule.component}.{relative}" if relative else rule.component)
         plan.matches[rule.name] = found
     lora, full = plan.targets("lora"), plan.targets("full")
     clashes = {m for m in lora for f in full if _within(m, f)} | {m for m in full for f in full if m != f and _within(m, f)}
@@ -86,11 +83,10 @@ def apply_lora(model: nn.Module, rule_set: LoraRuleSet):
 
     plan = plan_lora(model, rule_set)
     check_plan(plan)
+    full = plan.targets("full")
     if not plan.targets("lora"):  # only full training: peft has nothing to add
         model.requires_grad_(False)
-        modules = dict(model.named_modules())
-        for name in plan.targets("full"):
-            modules[name].requires_grad_(True)
+        _unfreeze(model, full)
         return model
     init = True if rule_set.init == "default" else rule_set.init
     config = LoraConfig(
@@ -99,13 +95,20 @@ def apply_lora(model: nn.Module, rule_set: LoraRuleSet):
         lora_dropout=rule_set.dropout,
         init_lora_weights=init,
         target_modules=plan.targets("lora"),
-        modules_to_save=plan.targets("full") or None,
     )
     peft_model = get_peft_model(model, config)
     wrapped = sorted(adapted_modules(peft_model))
     if wrapped != plan.targets("lora"):
         raise LoraRuleError(f"peft adapted {len(wrapped)} modules, the rules selected {len(plan.targets('lora'))}")
+    _unfreeze(model, full)
     return peft_model
+
+
+def _unfreeze(model: nn.Module, names: list[str]) -> None:
+    """Fully trained modules are unfrozen in place (not copied, as peft's modules_to_save would)."""
+    modules = dict(model.named_modules())
+    for name in names:
+        modules[name].requires_grad_(True)
 
 
 def adapted_modules(peft_model: nn.Module) -> list[str]:

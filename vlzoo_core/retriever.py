@@ -79,6 +79,14 @@ class Retriever(nn.Module):
     def dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute activations in backward in every transformers model inside the components."""
+        from transformers import PreTrainedModel
+
+        for module in self.modules():
+            if isinstance(module, PreTrainedModel) and module.supports_gradient_checkpointing:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
     # ---- forward ---------------------------------------------------------------------------------------
 
     def image_features(self, pixel_values: torch.Tensor, **image_inputs: torch.Tensor) -> torch.Tensor:

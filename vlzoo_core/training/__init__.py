@@ -1,0 +1,1 @@
+"""Training: contrastive fine-tuning of any registered retriever on transformers' Trainer."""
