@@ -184,6 +184,8 @@ def train(
         metrics = json.loads(previous.read_text(encoding="utf-8"))
     elif eval_set is not None:
         metrics["before"] = _strip(trainer.evaluate(metric_key_prefix="before"), "before_")
+        if trainer.is_world_process_zero():  # kept if the run is killed and resumed
+            previous.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     result = trainer.train(resume_from_checkpoint=True if resume else None)
     metrics["train"] = result.metrics
     if eval_set is not None:

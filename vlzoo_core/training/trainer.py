@@ -37,6 +37,12 @@ class ContrastiveModel(nn.Module):
         return {name: self.model(**inputs) for name, inputs in parts.items()}
 
 
+def global_contrastive_loss(loss_fn: nn.Module, embeddings: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The loss over the global batch: every process's rows are gathered (with gradients) first."""
+    gathered = {name: gather_with_grad(value.float()) for name, value in embeddings.items()}
+    return loss_fn(gathered["query"], gathered["document"], gathered.get("negative"))
+
+
 class RetrievalTrainer(Trainer):
     def __init__(
         self,
@@ -63,9 +69,7 @@ class RetrievalTrainer(Trainer):
     # ---- loss ------------------------------------------------------------------------------------------
 
     def contrastive_loss(self, embeddings: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The loss over the global batch: every process's rows are gathered first."""
-        gathered = {name: gather_with_grad(value.float()) for name, value in embeddings.items()}
-        return self.loss_fn(gathered["query"], gathered["document"], gathered.get("negative"))
+        return global_contrastive_loss(self.loss_fn, embeddings)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         outputs = model(**inputs)
