@@ -191,31 +191,16 @@ def _canonical(dataset, source: DataSource, where: str, origin: str = "the data"
 
 
 def _cast_undecoded(dataset, name: str, feature: Any):
-    """`dataset` with column `name` given the undecoded `feature`, without rewriting the data.
+    """`dataset` with column `name` given the undecoded `feature`.
 
-    For an Image column `cast_column` only swaps the feature. For a list of images it would rewrite the
-    whole column (and, for a `save_to_disk` folder, write a cache file into that folder), so the same
-    metadata-only swap is made here; should datasets' internals differ, the public cast is the fallback.
+    For an Image column `cast_column` only swaps the feature. A list of images needs the column rewritten;
+    that is done in memory, so nothing (no cache file) is written into the user's data folder.
     """
     if hasattr(feature, "decode_example"):
         return dataset.cast_column(name, feature)
-    try:
-        import copy
-
-        from datasets.arrow_dataset import Dataset, update_metadata_with_features
-        from datasets.fingerprint import update_fingerprint
-
-        swapped = copy.deepcopy(dataset)
-        swapped._info.features[name] = feature
-        swapped._data = update_metadata_with_features(swapped._data, swapped._info.features)
-        swapped._fingerprint = update_fingerprint(dataset._fingerprint, Dataset.cast_column,
-                                                  {"column": name, "feature": feature})
-        if swapped.features[name] != feature or swapped._data.schema != dataset._data.schema.with_metadata(
-                swapped._data.schema.metadata):
-            raise TypeError("the metadata-only cast changed the data")
-        return swapped
-    except Exception:  # noqa: BLE001 - private API moved: use the public, slower cast
-        return dataset.cast_column(name, feature)
+    features = dataset.features.copy()
+    features[name] = feature
+    return dataset.cast(features, keep_in_memory=True)
 
 
 def _limit(dataset, limit: int | None):
