@@ -11,7 +11,7 @@ import torch
 from pydantic import ValidationError
 
 from vlzoo_core.config import Recipe
-from vlzoo_core.errors import ConfigError, describe_validation_error
+from vlzoo_core.errors import ConfigError, UnknownNameError, describe_validation_error
 from vlzoo_core.registry import Registry
 from vlzoo_core.retriever import Retriever
 from vlzoo_core.weights import load_checkpoint, read_json, resolve_source
@@ -43,14 +43,17 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
     return merged
 
 
-def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any]) -> Recipe:
-    """A new recipe with `overrides` deep-merged in and validated again; the original is unchanged."""
+def apply_overrides(recipe: Recipe, overrides: Mapping[str, Any], where: str | None = None) -> Recipe:
+    """A new recipe with `overrides` deep-merged in and validated again; the original is unchanged.
+
+    `where` names the overrides in errors (default: "overrides of 'NAME'").
+    """
     if not overrides:
         return recipe
     try:
         return Recipe.model_validate(deep_merge(recipe.model_dump(), overrides))
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc, f"overrides of {recipe.name!r}")) from exc
+        raise ConfigError(describe_validation_error(exc, where or f"overrides of {recipe.name!r}")) from exc
 
 
 def checkpoint_format(registry: Registry, recipe: Recipe):
@@ -102,13 +105,20 @@ def assemble(
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     processor_source: Path | None = None,
+    where: str | None = None,
 ) -> Retriever:
-    """Instantiate every component of `recipe` (random init) and wire them into a `Retriever`."""
+    """Instantiate every component of `recipe` (random init) and wire them into a `Retriever`.
+
+    `where` prefixes the field paths in errors (default: the recipe's name).
+    """
 
     def resolve(kind: str, field: str):
         ref = getattr(recipe, field)
-        spec = registry.component(kind, ref.name)
-        return spec.load(), spec.parse_config(ref.config, f"{recipe.name}.{field}.config")
+        try:
+            spec = registry.component(kind, ref.name)
+        except UnknownNameError as exc:
+            raise ConfigError(f"{where or recipe.name}.{field}.name: {exc}") from exc
+        return spec.load(), spec.parse_config(ref.config, f"{where or recipe.name}.{field}.config")
 
     encoder_factory, encoder_config = resolve("encoder", "encoder")
     projector_factory, projector_config = resolve("projector", "projector")

@@ -139,7 +139,7 @@ def load_retriever(
                                 processor_source=directory / PROCESSOR_DIR)
     else:
         model = assemble(registry, recipe, device=device, dtype=dtype, processor_source=directory / PROCESSOR_DIR)
-        load_checkpoint(model, directory, _IdentityFormat())
+        load_checkpoint(model, directory, _IdentityFormat(), files=[directory / WEIGHTS_FILE])
     if (directory / ADAPTER_DIR).exists():
         from peft import PeftModel
 

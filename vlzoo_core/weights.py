@@ -71,11 +71,13 @@ def load_checkpoint(
     checkpoint_format: CheckpointFormat,
     *,
     allow_missing: Iterable[str] = (),
+    files: Iterable[Path] | None = None,
 ) -> list[str]:
     """Load every safetensors file in `folder` into `model`, mapping keys with the checkpoint format.
 
     Fails on any unexpected key, and on any missing key that does not start with one of `allow_missing`
-    (parameters that are new in the retriever, such as its heads). Returns the missing keys.
+    (parameters that are new in the retriever, such as its heads). `files` limits which safetensors files
+    are read (default: the folder's index, else every *.safetensors). Returns the missing keys.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -84,7 +86,7 @@ def load_checkpoint(
     state: dict[str, torch.Tensor] = {}
     unexpected: list[str] = []
     sources: dict[str, str] = {}
-    for file in safetensors_files(folder):
+    for file in safetensors_files(folder) if files is None else files:
         try:
             tensors = load_file(str(file))
         except (OSError, SafetensorError) as exc:

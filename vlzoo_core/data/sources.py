@@ -368,7 +368,11 @@ def check_source(source: DataSource, *, base_dir: Path | None = None, where: str
     limit = f", first {source.limit} rows" if source.limit else ""
     columns = ", ".join(f"{field}={column!r}" for field, column in _configured_columns(source).items())
     if source.kind == "synthetic":
+        from vlzoo_core.data.synthetic import COLUMNS, check_options
+
         options = source.synthetic or SyntheticSource()
+        check_options(options, f"{where}.synthetic")
+        _check_columns(list(COLUMNS), source, where, "the synthetic data")
         return f"synthetic: {options.pages} pages, seed {options.seed}, {options.split} split{limit}"
     if source.kind == "hub":
         return _check_hub(source, where, columns, limit)

@@ -73,11 +73,19 @@ def render_page(left: int, right: int, rng: random.Random) -> Image.Image:
     return page
 
 
+COLUMNS = ("query", "image", "negative", "left", "right")
+
+
+def check_options(options: SyntheticSource, where: str = "synthetic") -> None:
+    if options.split == "eval" and options.pages > HELD_OUT_PAIRS:
+        raise ConfigError(f"{where}.pages: at most {HELD_OUT_PAIRS} eval pages (one per held-out pair), "
+                          f"got {options.pages}")
+
+
 def synthetic_rows(options: SyntheticSource) -> Iterator[dict]:
     """Rows with `query`, `image` (PIL), `negative` (a page sharing one object) and the two object names."""
+    check_options(options)
     pairs = _pair_split()[options.split]
-    if options.split == "eval" and options.pages > len(pairs):
-        raise ConfigError(f"synthetic.pages: at most {len(pairs)} eval pages (one per held-out pair)")
     rng = random.Random(options.seed * 7919 + (1 if options.split == "eval" else 0))
     chosen = rng.sample(pairs, options.pages) if options.split == "eval" else [
         rng.choice(pairs) for _ in range(options.pages)

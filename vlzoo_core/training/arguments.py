@@ -24,9 +24,7 @@ def training_arguments(config: RunConfig, output: Path, train_rows: int) -> tupl
     optim = config.optim
     cached = optim.grad_cache and optim.gradient_accumulation_steps > 1
     per_device = optim.per_device_batch_size * (optim.gradient_accumulation_steps if cached else 1)
-    if train_rows < per_device * world_size():
-        raise ConfigError(f"optim.per_device_batch_size: the training data has {train_rows} rows, fewer than one "
-                          f"global batch ({per_device * world_size()})")
+    check_batch_fits(config, train_rows)
     evaluate_every = config.eval.interval if config.data.eval is not None else None
     args = TrainingArguments(
         output_dir=str(output),
@@ -59,3 +57,12 @@ def training_arguments(config: RunConfig, output: Path, train_rows: int) -> tupl
         disable_tqdm=False,
     )
     return args, optim.per_device_batch_size if cached else None
+
+
+def check_batch_fits(config: RunConfig, train_rows: int) -> None:
+    """Every step takes a full batch (the last partial one is dropped), so the data must hold one."""
+    optim = config.optim
+    needed = optim.per_device_batch_size * optim.gradient_accumulation_steps * world_size()
+    if train_rows < needed:
+        raise ConfigError(f"optim.per_device_batch_size: the training data has {train_rows} rows, fewer than one "
+                          f"global batch ({needed})")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 from collections.abc import Callable
@@ -10,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from vlzoo_core.config import LoraRule, LoraRuleSet, Recipe
-from vlzoo_core.errors import ConfigError, UnknownNameError, VlzooError
+from vlzoo_core.errors import CheckpointError, ConfigError, UnknownNameError, VlzooError
 from vlzoo_core.registry import Registry
-from vlzoo_core.run_config import LoraSection, RunConfig
+from vlzoo_core.run_config import LoraSection, RunConfig, SyntheticSource
 
 RUN_CONFIG_FILE = "run_config.yaml"
 METRICS_FILE = "metrics.json"
@@ -66,10 +67,11 @@ def validate(config: RunConfig, registry: Registry, *, base_dir: Path | None = N
     from vlzoo_core.builder import apply_overrides, assemble
     from vlzoo_core.data.sources import check_source
     from vlzoo_core.lora import check_plan, count_parameters, plan_lora
+    from vlzoo_core.training.arguments import check_batch_fits
 
     report = []
     recipe = _named("model.name", lambda: registry.recipe(config.model.name))
-    recipe = apply_overrides(recipe, config.model.overrides)
+    recipe = apply_overrides(recipe, config.model.overrides, where="model.overrides")
     weights = config.model.weights
     if weights == "pretrained" and (recipe.weights is None or recipe.weights.source is None):
         raise ConfigError(f"model.weights: model {recipe.name!r} has no pretrained weights")
@@ -79,7 +81,8 @@ def validate(config: RunConfig, registry: Registry, *, base_dir: Path | None = N
             raise ConfigError(f"model.weights: folder {weights!r} does not exist")
     report.append(f"model: {recipe.name} (weights: {weights or 'random init'})")
 
-    skeleton = assemble(registry, recipe, device="meta")  # structure only: nothing allocated or downloaded
+    # structure only: nothing allocated or downloaded
+    skeleton = assemble(registry, recipe, device="meta", where="model.overrides")
     rule_set = resolve_rule_set(config.lora, recipe, registry)
     plan = plan_lora(skeleton, rule_set)
     try:
@@ -100,8 +103,14 @@ def validate(config: RunConfig, registry: Registry, *, base_dir: Path | None = N
     report.append(f"loss: {config.loss.name}")
 
     report.append("data.train: " + check_source(config.data.train, base_dir=base_dir, where="data.train"))
+    if config.data.train.kind == "synthetic":
+        pages = (config.data.train.synthetic or SyntheticSource()).pages
+        check_batch_fits(config, min(pages, config.data.train.limit or pages))
     if config.data.eval is not None:
         report.append("data.eval: " + check_source(config.data.eval, base_dir=base_dir, where="data.eval"))
+    for backend in config.logging.report_to:
+        if backend != "none" and importlib.util.find_spec(backend) is None:
+            raise ConfigError(f"logging.report_to: {backend!r} is not installed (pip install {backend})")
     return Checked(recipe, rule_set, report)
 
 
@@ -115,6 +124,8 @@ def _prepare_output(directory: Path, *, resume: bool, overwrite: bool) -> None:
             raise ConfigError(f"--resume: no checkpoint in {directory}")
         shutil.rmtree(directory / STAGING_DIR, ignore_errors=True)  # a save interrupted by a crash
         return
+    if directory.exists() and not directory.is_dir():
+        raise ConfigError(f"output.dir: {directory} is a file, not a folder")
     if directory.exists() and any(directory.iterdir()):
         if not overwrite:
             raise ConfigError(f"output.dir: {directory} is not empty; pass --resume to continue its run, "
@@ -152,8 +163,11 @@ def train(
     weights = config.model.weights
     if weights not in (None, "pretrained") and base_dir is not None and (base_dir / weights).is_dir():
         weights = str(base_dir / weights)
-    retriever = build_retriever(registry, registry.recipe(config.model.name), weights=weights,
-                                overrides=config.model.overrides)
+    try:
+        retriever = build_retriever(registry, registry.recipe(config.model.name), weights=weights,
+                                    overrides=config.model.overrides)
+    except CheckpointError as exc:
+        raise ConfigError(f"model.weights: {exc}") from exc
     if config.optim.gradient_checkpointing:
         retriever.gradient_checkpointing_enable()
     model = apply_lora(retriever, checked.rule_set)
