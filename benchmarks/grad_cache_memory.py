@@ -61,6 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the workers")
     parser.add_argument("--malloc-mmap-threshold", type=int, default=65536,
                         help="MALLOC_MMAP_THRESHOLD_ for the memory workers (bytes); 0 leaves malloc alone")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="extra plain / GradCache step pairs timed in the check worker (min is reported); default 3")
     parser.add_argument("--skip-memory", action="store_true", help="only the loss/gradient check")
     parser.add_argument("--skip-check", action="store_true", help="only the memory measurements")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
@@ -167,13 +169,24 @@ def check_worker(opts: argparse.Namespace) -> dict:
         trainer, model, batch = setup(opts, tmp)
         trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
+        seconds: dict[str, list[float]] = {"plain": [], "gradcache": []}
+
         def run(chunk):
             model.zero_grad(set_to_none=True)
+            if opts.device == "cuda":
+                torch.cuda.synchronize()
+            started = time.perf_counter()
             loss = step(trainer, model, batch, chunk)
+            if opts.device == "cuda":
+                torch.cuda.synchronize()
+            seconds["plain" if chunk is None else "gradcache"].append(time.perf_counter() - started)
             return loss.double(), {name: p.grad.detach().double().clone() for name, p in trainable if p.grad is not None}
 
         loss_a, grads_a = run(None)
         loss_b, grads_b = run(opts.chunk)
+        for _ in range(opts.repeats):  # timing only, side by side, with the ordinary malloc
+            run(None)
+            run(opts.chunk)
     missing = sorted(set(grads_a) ^ set(grads_b))
     common = sorted(grads_a.keys() & grads_b.keys())
     scale = max(float(grads_a[name].abs().max()) for name in common)
@@ -190,7 +203,7 @@ def check_worker(opts: argparse.Namespace) -> dict:
     return {"loss_plain": float(loss_a), "loss_gradcache": float(loss_b), "loss_abs_diff": float((loss_a - loss_b).abs()),
             "grad_max_abs_diff": worst, "grad_max_abs_diff_param": worst_name, "grad_max_abs": scale,
             "grad_max_rel_diff_per_param": worst_rel, "params_compared": len(common),
-            "params_negligible_grad": negligible,
+            "params_negligible_grad": negligible, "seconds": seconds,
             "params_with_grad_in_only_one": missing, "batch_shapes": shapes(batch), "threads": torch.get_num_threads()}
 
 
@@ -198,7 +211,7 @@ def check_worker(opts: argparse.Namespace) -> dict:
 
 
 COLUMNS = [("what", "step", ""), ("rows", "rows", "d"), ("chunk", "chunk", "d"), ("loss", "loss", ".5f"),
-           ("step_s", "seconds", ".2f"), ("baseline_mib", "RSS before MiB", ".0f"), ("peak_mib", "peak MiB", ".0f"),
+           ("step_s", "seconds*", ".2f"), ("baseline_mib", "RSS before MiB", ".0f"), ("peak_mib", "peak MiB", ".0f"),
            ("delta_mib", "peak-before MiB", ".0f")]
 
 
@@ -216,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     passthrough = []
     for flag in ("batch", "chunk", "image_size", "hidden", "intermediate", "layers", "heads", "kv_heads", "device",
-                 "threads"):
+                 "threads", "repeats"):
         value = getattr(opts, flag)
         if value is not None:
             passthrough += ["--" + flag.replace("_", "-"), str(value)]
@@ -250,7 +263,9 @@ def main(argv: list[str] | None = None) -> int:
         if "plain" in by_mode and "gradcache" in by_mode:
             plain, cached = by_mode["plain"], by_mode["gradcache"]
             print(f"GradCache / plain: peak-before {cached['delta_mib'] / plain['delta_mib']:.2f}x, "
-                  f"seconds {cached['step_s'] / plain['step_s']:.2f}x")
+                  f"peak {cached['peak_mib'] / plain['peak_mib']:.2f}x")
+        print("* seconds under the memory workers' mmap-everything malloc (slower, one run each): indicative only; "
+              "see the check worker's timing below")
     check = results["check"]
     if check and "error" not in check:
         print()
@@ -263,6 +278,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"worst per-tensor max abs diff / that tensor's max |grad|: {check['grad_max_rel_diff_per_param']:.3e} "
               f"(over the tensors whose max |grad| exceeds 1e-3 x the largest; {check['params_negligible_grad']} "
               "tensors below that, e.g. LoRA A while B is zero, are only in the absolute figure)")
+        timed = check["seconds"]
+        if opts.repeats:
+            plain_s, cached_s = min(timed["plain"][1:]), min(timed["gradcache"][1:])
+            print(f"step time (check worker, ordinary malloc, min of {opts.repeats} alternating repeats): plain "
+                  f"{plain_s:.2f}s, GradCache {cached_s:.2f}s, GradCache / plain {cached_s / plain_s:.2f}x")
         if check["params_with_grad_in_only_one"]:
             print(f"gradient in only one of the two: {check['params_with_grad_in_only_one']}")
     for r in [*results["memory"], *([check] if check else [])]:

@@ -23,7 +23,10 @@ clipping, optimizer; the batch is already collated), the time of training_step a
 backward), and end-to-end samples/s over the measured steps (including data loading and collation in
 the dataloader, as in a real run). Peak memory: on CUDA, torch.cuda.max_memory_allocated over the whole
 training loop, next to memory_allocated before it; on CPU, the process's peak RSS (VmHWM, reset just
-before training) next to the RSS before training (model, LoRA, dataset and Trainer already built).
+before training) next to the RSS before training (model, LoRA, dataset and Trainer already built). With glibc's default malloc the CPU
+peak of the full-size step varies from run to run (freed blocks are kept and reused unevenly: 7.5 or
+10 GB were both seen for the same step); `--malloc-mmap-threshold 65536` makes RSS follow live memory
+(steadier, lower peak) at the cost of slower CPU steps.
 
 The full-size recipe's tokenizer (llava-hf/llava-interleave-qwen-0.5b-hf) comes from the Hub; offline,
 `--tokenizer auto` (default) falls back to the bundled tiny tokenizer with image token id 3. Page
@@ -80,6 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="full size only: the recipe's Hub tokenizer, the bundled tiny one, or the recipe's "
                              "if it is in the local Hub cache else the tiny one (default)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads in the worker")
+    parser.add_argument("--malloc-mmap-threshold", type=int, default=0,
+                        help="CPU: set MALLOC_MMAP_THRESHOLD_ (bytes, e.g. 65536) in the worker, so glibc returns "
+                             "freed tensors to the kernel and peak RSS follows live memory more closely (slows "
+                             "CPU steps); default 0 leaves malloc alone")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here as JSON")
     parser.add_argument("--in-process", action="store_true",
                         help="run in this process instead of one subprocess per benchmark (peaks may mix)")
@@ -270,12 +277,15 @@ def main(argv: list[str] | None = None) -> int:
         if opts.in_process:
             result = worker(which, opts)
         else:
-            result = run_worker(Path(__file__), ["--_worker", which, *passthrough])
+            env = ({"MALLOC_MMAP_THRESHOLD_": str(opts.malloc_mmap_threshold)}
+                   if opts.malloc_mmap_threshold and opts.device == "cpu" else None)
+            result = run_worker(Path(__file__), ["--_worker", which, *passthrough], env=env)
         result.setdefault("which", which)
         results.append(result)
 
     print()
-    print("environment: " + ", ".join(f"{k} {v}" for k, v in environment().items()))
+    print("environment: " + ", ".join(f"{k} {v}" for k, v in environment().items())
+          + (f", MALLOC_MMAP_THRESHOLD_={opts.malloc_mmap_threshold}" if opts.malloc_mmap_threshold else ""))
     ok = [r for r in results if "error" not in r]
     if ok:
         print(table(ok, COLUMNS))
