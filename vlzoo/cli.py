@@ -95,7 +95,7 @@ def _run_config(args: argparse.Namespace):
     from vlzoo_core.run_config import load_run_config
 
     path = Path(args.config)
-    return load_run_config(path, model=args.model), path.resolve().parent
+    return load_run_config(path, model=args.model, output=getattr(args, "output", None)), path.resolve().parent
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -165,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "per_device_batch_size x gradient_accumulation_steps x processes.")
     p.add_argument("config", help="YAML run config, e.g. examples/quickstart.yaml")
     p.add_argument("--model", help="registered model name; overrides model.name in the config")
+    p.add_argument("--output", metavar="DIR", help="output folder; overrides output.dir in the config")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output.dir")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in output.dir")
     p.set_defaults(func=cmd_train)

@@ -77,7 +77,8 @@ class Processor(ABC):
 
     Batches are dicts of tensors that `Retriever.encode_queries` / `encode_documents` accept. Every tensor
     is row-major: its first dimension is the batch row (pad per-image data such as packed patches to
-    (B, max, ...)), so batches can be split and sharded by rows without knowing the family.
+    (B, max, ...)), so batches can be split and sharded by rows without knowing the family. Text is
+    padded on the right, so a row's tokens keep their positions and trailing padding can be trimmed.
     """
 
     image_token_id: int

@@ -192,8 +192,12 @@ def parse_run_config(data: Any, source: str = "config") -> RunConfig:
         raise ConfigError(describe_config_error(exc, source)) from exc
 
 
-def load_run_config(path: str | Path, *, model: str | None = None) -> RunConfig:
-    """Read a YAML run config with the safe loader; `model` (the CLI's --model) replaces model.name."""
+def load_run_config(path: str | Path, *, model: str | None = None, output: str | Path | None = None) -> RunConfig:
+    """Read a YAML run config with the safe loader.
+
+    `model` (the CLI's --model) replaces model.name; `output` (--output) replaces output.dir and, unlike
+    paths in the file, is taken relative to the current directory.
+    """
     import yaml
 
     path = Path(path)
@@ -208,4 +212,7 @@ def load_run_config(path: str | Path, *, model: str | None = None) -> RunConfig:
     if model is not None:
         section = data.get("model")
         data = {**data, "model": {**(section if isinstance(section, dict) else {}), "name": model}}
+    if output is not None:
+        section = data.get("output")
+        data = {**data, "output": {**(section if isinstance(section, dict) else {}), "dir": str(Path(output).resolve())}}
     return parse_run_config(data, str(path))
