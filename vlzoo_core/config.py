@@ -44,6 +44,12 @@ class WeightsRef(StrictModel):
     source: str | None = Field(None, description="Hub id or local folder of the pretrained weights.")
     format: str = Field(description="Registered checkpoint format that maps the source's keys and config.")
     revision: str | None = None
+    adapter: str | None = Field(
+        None,
+        description="Hub id or local folder of a PEFT LoRA adapter trained on `source`; with "
+        "weights='pretrained' it is merged into the loaded weights (its keys are mapped by `format`).",
+    )
+    adapter_revision: str | None = None
 
 
 class Recipe(StrictModel):

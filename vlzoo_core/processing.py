@@ -2,7 +2,7 @@
 
 A family subclasses `TokenProcessor` and implements `preprocess_images`, which returns the pixel tensors
 and how many sequence slots each image takes. Families with special positions (M-RoPE) override
-`position_ids`.
+`position_ids`. `score` ranks embeddings as colpali-engine's processors do (MaxSim or dot product).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from PIL import Image
 from vlzoo_core.config import ProcessorConfig
 from vlzoo_core.errors import ConfigError, InputError
 from vlzoo_core.interfaces import Processor
+from vlzoo_core.scoring import Embeddings, dot_scores, maxsim
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -117,5 +118,23 @@ class TokenProcessor(Processor):
             batch["position_ids"] = positions
         return batch
 
+    def score(self, queries: Embeddings, documents: Embeddings, **chunking: Any) -> torch.Tensor:
+        """(n_queries, n_documents) float32 scores, as colpali-engine's `processor.score`.
+
+        Multi-vector embeddings ((n, L, D) tensors, or lists of (L_i, D) tensors) are scored by MaxSim;
+        single-vector ones ((n, D) tensors, or lists of (D,) tensors) by dot product. `chunking` goes to
+        `vlzoo_core.scoring.maxsim` (query_chunk, document_chunk, device).
+        """
+        if _single_vector(queries) and _single_vector(documents):
+            stack = (lambda e: e if isinstance(e, torch.Tensor) else torch.stack(list(e)))
+            return dot_scores(stack(queries), stack(documents))
+        return maxsim(queries, documents, **chunking)
+
     def save_pretrained(self, directory: str | Path) -> None:
         self.tokenizer.save_pretrained(str(directory))
+
+
+def _single_vector(embeddings: Embeddings) -> bool:
+    if isinstance(embeddings, torch.Tensor):
+        return embeddings.dim() == 2
+    return len(embeddings) > 0 and embeddings[0].dim() == 1
