@@ -54,21 +54,25 @@ def build(
     name: str,
     weights: str | Path | None = None,
     *,
+    adapter: str | Path | None = None,
     device: torch.device | str | None = None,
     dtype: torch.dtype | str | None = None,
     **overrides: Any,
 ) -> Retriever:
     """Build a registered retriever.
 
-    weights: None for random init (nothing is downloaded), "pretrained" for the recipe's own weights,
-    or a local folder / Hub id of a checkpoint in the recipe's format.
+    weights: None for random init (nothing is downloaded), "pretrained" for the recipe's own weights
+    (and its published adapter, if any), or a local folder / Hub id of a checkpoint in the recipe's format.
+    adapter: a folder / Hub id of a PEFT LoRA adapter trained on those weights, merged after loading
+    (e.g. a colpali-engine base folder plus its adapter folder).
     overrides: recipe fields to change, e.g. `document_path="vision"` or
     `query_head={"name": "mean_pooled"}`; nested dicts merge into the recipe.
     """
     from vlzoo_core.builder import build_retriever
 
     reg = registry()
-    return build_retriever(reg, reg.recipe(name), weights=weights, device=device, dtype=dtype, overrides=overrides)
+    return build_retriever(reg, reg.recipe(name), weights=weights, adapter=adapter, device=device, dtype=dtype,
+                           overrides=overrides)
 
 
 def load(

@@ -14,6 +14,7 @@ from vlzoo_core import CheckpointFormat, PrefixKeyMap
 from vlzoo_core.errors import CheckpointError
 
 from colqwen.configs import (
+    QUERY_AUGMENTATION,
     Qwen2_5VLTextConfig,
     Qwen2_5VLVisionConfig,
     Qwen2VLTextConfig,
@@ -34,17 +35,19 @@ LAYOUTS: dict[str, dict[str, str | None]] = {
     "transformers_v5": {"model.visual.merger.": MERGER, "model.visual.": VISION, "model.language_model.": TEXT,
                         "lm_head.": None},
     # colpali-engine ColQwen2 / ColQwen2.5 (vidore/colqwen2-base, vidore/colqwen2.5-base): the transformers 4
-    # layout plus the 128-d projection `custom_text_proj`. Loading tests come with the fixtures of that library.
+    # layout plus the 128-d projection `custom_text_proj` (tests/test_colqwen_compat.py).
     "colpali_engine": {"visual.merger.": MERGER, "visual.": VISION, "model.": TEXT, "lm_head.": None,
                        "custom_text_proj.": HEAD},
     # colpali-engine ColQwen2_5 built on Qwen2_5_VLModel (no `model.` wrapper, LM under `language_model.`).
     "colpali_engine_vl_model": {"visual.merger.": MERGER, "visual.": VISION, "language_model.": TEXT,
                                 "custom_text_proj.": HEAD},
     # transformers ColQwen2ForRetrieval (model_type "colqwen2"): the VLM under `vlm.`, the head
-    # `embedding_proj_layer`. (Saved without `vlm.`, its keys are the transformers 5 layout above.)
+    # `embedding_proj_layer`. transformers 5.24 saves `vlm.visual.` / `vlm.language_model.` (see
+    # tests/fixtures/colqwen2_transformers) and also reads `vlm.model.` on load.
     "colqwen2_for_retrieval": {"vlm.model.visual.merger.": MERGER, "vlm.model.visual.": VISION,
                                "vlm.model.language_model.": TEXT, "vlm.lm_head.": None,
-                               "embedding_proj_layer.": HEAD},
+                               "vlm.visual.merger.": MERGER, "vlm.visual.": VISION,
+                               "vlm.language_model.": TEXT, "embedding_proj_layer.": HEAD},
 }
 
 
@@ -87,10 +90,15 @@ class _QwenCheckpointFormat(CheckpointFormat):
     def architecture(self, hf_config: dict[str, Any]) -> dict[str, Any]:
         overrides: dict[str, Any] = {}
         model_type = hf_config.get("model_type")
+        processor: dict[str, Any] = {}
         if model_type == "colqwen2" and isinstance(hf_config.get("vlm_config"), dict):
             dim = hf_config.get("embedding_dim")
             if dim is not None:
                 overrides["query_head"] = overrides["document_head"] = {"config": {"dim": dim}}
+            # transformers' ColQwen2Processor and ColQwen2ForRetrieval (checked with 5.24): its own query
+            # template, and pages with plain 1-D positions; reproduce them for its checkpoints.
+            processor = {"query_prefix": "Query: ", "query_suffix": QUERY_AUGMENTATION + "\n",
+                         "mrope_positions": False}
             hf_config = hf_config["vlm_config"]
             model_type = hf_config.get("model_type")
         if model_type != self.model_type:
@@ -110,7 +118,7 @@ class _QwenCheckpointFormat(CheckpointFormat):
             "encoder": {"config": encoder},
             "projector": {"config": {"spatial_merge_size": encoder["spatial_merge_size"]}},
             "backbone": {"config": backbone},
-            "processor": {"config": {"image_token_id": config.image_token_id}},
+            "processor": {"config": {"image_token_id": config.image_token_id, **processor}},
         }
 
 

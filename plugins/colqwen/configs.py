@@ -126,8 +126,14 @@ class Qwen2VLProcessorConfig(ProcessorConfig):
     image_token: str = "<|image_pad|>"
     image_token_id: int = 151655
     document_prompt: str = DOCUMENT_PROMPT
-    query_prefix: str = "Query: "
+    query_prefix: str = Field("", description="colpali-engine >= 0.3.x has none; transformers' processor uses 'Query: '.")
     query_suffix: str = QUERY_AUGMENTATION
+    mrope_positions: bool = Field(
+        True,
+        description="Give pages multimodal (M-RoPE) positions from their patch grid, as Qwen2-VL and "
+        "colpali-engine do. False gives plain 1-D positions, which is what transformers' "
+        "ColQwen2ForRetrieval computes (it calls the VLM without the grid).",
+    )
     min_pixels: int = Field(4 * 28 * 28, gt=0)
     max_pixels: int = Field(768 * 28 * 28, gt=0)
     image_mean: tuple[float, float, float] = OPENAI_CLIP_MEAN

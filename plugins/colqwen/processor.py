@@ -116,8 +116,9 @@ class Qwen2VLProcessor(TokenProcessor):
         return {"pixel_values": pixel_values, "image_grid_thw": grid}, slots
 
     def position_ids(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """M-RoPE positions for pages; queries (text only) use plain positions, so None."""
-        if "image_grid_thw" not in batch:
+        """M-RoPE positions for pages; queries (text only) use plain positions, so None (as do pages when
+        `mrope_positions` is off)."""
+        if "image_grid_thw" not in batch or not self.config.mrope_positions:
             return None
         return mrope_position_ids(batch["input_ids"], batch["attention_mask"], batch["image_grid_thw"],
                                   image_token_id=self.image_token_id, spatial_merge_size=self.spatial_merge_size)

@@ -181,9 +181,8 @@ def train(
     collator = ContrastiveCollator(retriever.processor, strict=config.data.strict,
                                    with_negatives=loss_fn.uses_negatives)
     args, chunk_size = training_arguments(config, output, len(train_data))
-    base_weights = None
-    if weights is not None:
-        base_weights = checked.recipe.weights.source if weights == "pretrained" else str(weights)
+    # "pretrained" is kept as is, so reloading rebuilds the base with the recipe's published adapter too
+    base_weights = None if weights is None else str(weights)
     trainer = RetrievalTrainer(
         model=ContrastiveModel(model), args=args, train_dataset=train_data, data_collator=collator,
         loss_fn=loss_fn, chunk_size=chunk_size, eval_set=eval_set, eval_metrics=list(config.eval.metrics),
