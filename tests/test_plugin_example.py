@@ -75,7 +75,7 @@ def test_example_plugin_is_listed_with_its_version(example, capsys):
             break
         items.append(line.strip())
     assert items == ["head:mlp_head", "lora:example_mlp_head", "model:example_mlp_head_tiny",
-                     "model:example_mlp_head_interleave"]
+                     "model:example_mlp_head_interleave", "model:example_mix_tiny"]
     assert f"{len(items)} registrations" in header
 
     assert main(["info", EXAMPLE_MODEL]) == 0
@@ -183,3 +183,24 @@ def test_plugin_failing_at_import_does_not_stop_training(tmp_path):
     assert f"saved to {output}" in result.stdout
     assert "Traceback" not in result.stderr
     assert (output / "vlzoo_config.json").is_file() and (output / "adapter").is_dir()
+
+
+def test_mixed_recipe_combines_both_built_in_plugins_and_trains(example, tmp_path, capsys):
+    """example_mix_tiny: colllava's SigLIP encoder and projector, colqwen's Qwen2-VL LM, the plugin's heads."""
+    from vlzoo_core.testing import CHECKS, check_components
+
+    model = vlzoo.build("example_mix_tiny")
+    registry = vlzoo.registry()
+    owners = {slot: registry.component(kind, getattr(model.recipe, slot).name).plugin
+              for kind, slot in (("encoder", "encoder"), ("projector", "projector"), ("backbone", "backbone"),
+                                 ("head", "query_head"))}
+    assert owners == {"encoder": "colllava", "projector": "colllava", "backbone": "colqwen", "query_head": "example"}
+    assert check_components("example_mix_tiny").passed == list(CHECKS)
+
+    output = tmp_path / "run"
+    config = small_quickstart(output)
+    config["lora"] = {"rules": "example_mlp_head", "r": 8, "alpha": 16, "dropout": 0.0}
+    path = write_yaml(tmp_path / "quickstart.yaml", config)
+    assert main(["train", "--model", "example_mix_tiny", str(path)]) == 0
+    assert "eval after:" in capsys.readouterr().out
+    assert vlzoo.load(output).recipe.name == "example_mix_tiny"

@@ -1,8 +1,8 @@
 """Registrations of the example plugin. Data only: this module must not import torch (`vlzoo list` loads it).
 
 It registers one new component (the `mlp_head` retrieval head), a LoRA rule set for retrievers that use it,
-and two recipes that combine it with the built-in plugins' components: colllava's SigLIP encoder, LLaVA
-projector, Qwen2 backbone and LLaVA processor. Components are referred to by registered name only, so the
+and three recipes that combine it with the built-in plugins' components: colllava's SigLIP encoder, LLaVA
+projector, Qwen2 backbone and LLaVA processor, and (in `example_mix_tiny`) colqwen's Qwen2-VL language model. Components are referred to by registered name only, so the
 recipes need the colllava plugin at build time but nothing here imports it.
 """
 
@@ -77,6 +77,26 @@ INTERLEAVE_RECIPE = {
 }
 
 
+# Mix and match across both built-in plugins: colllava's SigLIP encoder and LLaVA projector feed colqwen's
+# Qwen2-VL language model (1-D positions: the LLaVA processor computes none), with this plugin's MLP heads and
+# colqwen's bundled tiny tokenizer (`<|image_pad|>` is its image token).
+MIXED_RECIPE = {
+    "name": "example_mix_tiny",
+    "description": "SigLIP + LLaVA projector (colllava), Qwen2-VL LM (colqwen), MLP heads (random init, offline)",
+    "lora": LORA_RULES["name"],
+    "encoder": TINY_RECIPE["encoder"],
+    "projector": TINY_RECIPE["projector"],
+    "backbone": {"name": "qwen2_vl_text", "config": {"vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
+                                                    "num_hidden_layers": 2, "num_attention_heads": 4,
+                                                    "num_key_value_heads": 2, "max_position_embeddings": 512,
+                                                    "mrope_section": [2, 3, 3]}},
+    **_heads(),
+    "processor": {"name": "llava", "config": {
+        "tokenizer": "colqwen:assets/tiny_tokenizer", "image_token": "<|image_pad|>", "image_token_id": 12,
+        "document_prompt": "<|im_start|>user\n<|image_pad|>\nDescribe the image.<|im_end|>\n"}},
+}
+
+
 @hookimpl
 def vlzoo_register(register: Registrar) -> None:
     register.component(
@@ -86,3 +106,4 @@ def vlzoo_register(register: Registrar) -> None:
     register.lora_rules(LORA_RULES)
     register.recipe(TINY_RECIPE)
     register.recipe(INTERLEAVE_RECIPE)
+    register.recipe(MIXED_RECIPE)
