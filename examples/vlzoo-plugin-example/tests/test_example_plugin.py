@@ -38,7 +38,7 @@ def test_hook_module_registers_lazily_without_torch():
 def test_registrations(registry):
     plugin = next(p for p in registry.plugins if p.name == "example")
     assert plugin.registered == ["head:mlp_head", "lora:example_mlp_head", "model:example_mlp_head_tiny",
-                                 "model:example_mlp_head_interleave"]
+                                 "model:example_mlp_head_interleave", "model:example_mix_tiny"]
     assert registry.component("head", "mlp_head").config is MlpHeadConfig
 
 
