@@ -156,7 +156,7 @@ def train(
     from vlzoo_core.training.trainer import ContrastiveModel, RetrievalTrainer
 
     checked = validate(config, registry, base_dir=base_dir)
-    output = config.output.dir if base_dir is None or config.output.dir.is_absolute() else base_dir / config.output.dir
+    output = (config.output.dir if base_dir is None else base_dir / config.output.dir).resolve()
     _prepare_output(output, resume=resume, overwrite=overwrite)
 
     set_seed(config.optim.seed)  # before building: a random-init base must be the same on resume
