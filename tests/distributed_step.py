@@ -1,4 +1,4 @@
-"""One contrastive training step, run by tests/test_training.py under `accelerate launch --cpu`.
+"""One contrastive training step, run by tests/test_training.py alone and under `accelerate launch` (2 processes, gloo).
 
 Each process embeds its slice of one fixed global batch of 8 rows (5 and 3 rows with two processes, so
 the gather must handle unequal batch sizes and lengths); the loss uses negatives gathered from all
@@ -42,7 +42,8 @@ def main(output: str) -> None:
     if accelerator.is_main_process:
         grads = {name: p.grad.detach().clone() for name, p in accelerator.unwrap_model(model).named_parameters()
                  if p.requires_grad}
-        save_file({"loss": loss.detach().reshape(1), **grads}, output)
+        processes = torch.tensor([accelerator.num_processes])
+        save_file({"loss": loss.detach().reshape(1), "processes": processes, **grads}, output)
     accelerator.wait_for_everyone()
 
 

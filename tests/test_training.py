@@ -36,10 +36,13 @@ def test_two_processes_give_the_loss_and_gradients_of_one_process_with_the_whole
     single, double = tmp_path / "single.safetensors", tmp_path / "double.safetensors"
     script = str(HERE / "distributed_step.py")
     subprocess.run([sys.executable, script, str(single)], check=True, env=ENV, capture_output=True)
-    # torchrun is what `accelerate launch` uses for several processes; on CPU the backend is gloo.
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                    "--master_port", "29541", script, str(double)], check=True, env=ENV, capture_output=True)
+    # Two processes on gloo. (`accelerate launch --cpu` starts one process unless mpirun is set up;
+    # --multi_gpu uses torchrun, and the script's Accelerator(cpu=True) keeps it on the CPU with gloo.)
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    "--main_process_port", "29541", script, str(double)], check=True, env=ENV, capture_output=True)
     one, two = load_file(str(single)), load_file(str(double))
+    assert (one.pop("processes").item(), two.pop("processes").item()) == (1, 2)
     assert one["loss"].item() > 0.1
     assert all(one[k].abs().max() > 0 for k in one), "every trainable parameter must get a gradient"
     assert _max_diff(one, two) <= 1e-5
