@@ -26,6 +26,7 @@ _LAZY = {
     "VisionEncoder": "vlzoo_core.interfaces",
     "Projector": "vlzoo_core.interfaces",
     "LanguageBackbone": "vlzoo_core.interfaces",
+    "TransformersBackbone": "vlzoo_core.interfaces",
     "RetrievalHead": "vlzoo_core.interfaces",
     "Processor": "vlzoo_core.interfaces",
     "CheckpointFormat": "vlzoo_core.interfaces",

@@ -61,6 +61,29 @@ class LanguageBackbone(nn.Module, ABC):
         """
 
 
+class TransformersBackbone(LanguageBackbone):
+    """A LanguageBackbone around a transformers decoder without LM head, which a subclass builds as `self.model`."""
+
+    model: nn.Module
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.get_input_embeddings()
+
+    def model_position_ids(self, position_ids: torch.Tensor | None) -> torch.Tensor | None:
+        """Position ids in the layout the transformers model wants (row-major ones by default)."""
+        return position_ids
+
+    def forward(
+        self,
+        inputs_embeds: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        outputs = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
+                             position_ids=self.model_position_ids(position_ids), use_cache=False)
+        return outputs.last_hidden_state
+
+
 class RetrievalHead(nn.Module, ABC):
     """Turns hidden states into retrieval embeddings and declares which kind it produces."""
 

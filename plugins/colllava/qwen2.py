@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import torch
-from torch import nn
 from transformers import Qwen2Config, Qwen2Model
 from transformers.models.qwen2.modeling_qwen2 import Qwen2DecoderLayer
 
-from vlzoo_core import LanguageBackbone
+from vlzoo_core import TransformersBackbone
 
 from colllava.configs import Qwen2BackboneConfig
 
 
-class Qwen2Backbone(LanguageBackbone):
+class Qwen2Backbone(TransformersBackbone):
     layer_cls = Qwen2DecoderLayer
 
     def __init__(self, config: Qwen2BackboneConfig) -> None:
@@ -23,13 +21,3 @@ class Qwen2Backbone(LanguageBackbone):
         hf_config._attn_implementation = config.attn_implementation
         self.model = Qwen2Model(hf_config)
         self.hidden_size = config.hidden_size
-
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def forward(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        outputs = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                             position_ids=position_ids, use_cache=False)
-        return outputs.last_hidden_state

@@ -7,18 +7,17 @@ transformers wants as (3, B, L). (B, L) or no position ids mean plain text posit
 from __future__ import annotations
 
 import torch
-from torch import nn
 from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLTextConfig
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLDecoderLayer, Qwen2_5_VLTextModel
 from transformers.models.qwen2_vl.configuration_qwen2_vl import Qwen2VLTextConfig as HFQwen2VLTextConfig
 from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLDecoderLayer, Qwen2VLTextModel
 
-from vlzoo_core import LanguageBackbone
+from vlzoo_core import TransformersBackbone
 
 from colqwen.configs import Qwen2VLTextConfig
 
 
-class _QwenVLText(LanguageBackbone):
+class _QwenVLText(TransformersBackbone):
     hf_config_cls: type
     hf_model_cls: type
 
@@ -32,19 +31,12 @@ class _QwenVLText(LanguageBackbone):
         self.model = self.hf_model_cls(hf_config)
         self.hidden_size = config.hidden_size
 
-    def get_input_embeddings(self) -> nn.Embedding:
-        return self.model.embed_tokens
-
-    def forward(
-        self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def model_position_ids(self, position_ids: torch.Tensor | None) -> torch.Tensor | None:
         if position_ids is not None and position_ids.dim() == 3:
             if position_ids.shape[1] != 3:
                 raise ValueError(f"M-RoPE position ids must be (B, 3, L), got {tuple(position_ids.shape)}")
-            position_ids = position_ids.transpose(0, 1)  # row-major (B, 3, L) -> transformers' (3, B, L)
-        outputs = self.model(inputs_embeds=inputs_embeds, attention_mask=attention_mask,
-                             position_ids=position_ids, use_cache=False)
-        return outputs.last_hidden_state
+            return position_ids.transpose(0, 1)  # row-major (B, 3, L) -> transformers' (3, B, L)
+        return position_ids
 
 
 class Qwen2VLText(_QwenVLText):
