@@ -166,3 +166,11 @@ def test_a_crash_while_saving_leaves_the_previous_checkpoint_intact(tmp_path, mo
     assert get_last_checkpoint(str(tmp_path)) == str(good)
     assert sorted(p.name for p in good.rglob("*")) == files_before
     assert not (tmp_path / "checkpoint-10").exists()
+
+
+def test_a_batch_whose_rows_were_all_skipped_is_a_no_op_step(tmp_path):
+    retriever = vlzoo.build("colllava_tiny")
+    model = ContrastiveModel(apply_lora(retriever, vlzoo.registry().rule_set("colllava_default")))
+    loss = _trainer(tmp_path, model, None).training_step(model, {})  # what the collator returns then
+    assert loss.item() == 0.0
+    assert all(p.grad is None for p in model.parameters())

@@ -20,7 +20,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 from vlzoo_core.config import LoraRuleSet
 from vlzoo_core.persist import load_trainable_state, save_trained, unwrap
 from vlzoo_core.training.evaluation import EvalSet, evaluate_retriever
-from vlzoo_core.training.gather import gather_with_grad
+from vlzoo_core.training.gather import gather_with_grad, world_size
 from vlzoo_core.training.gradcache import RandomState, batch_size, pad_cat, split_batch
 
 STAGING_DIR = ".staging"
@@ -41,6 +41,16 @@ def global_contrastive_loss(loss_fn: nn.Module, embeddings: dict[str, torch.Tens
     """The loss over the global batch: every process's rows are gathered (with gradients) first."""
     gathered = {name: gather_with_grad(value.float()) for name, value in embeddings.items()}
     return loss_fn(gathered["query"], gathered["document"], gathered.get("negative"))
+
+
+def _any_process_empty(empty: bool, device: torch.device) -> bool:
+    """Whether any process got an empty batch: then all skip the step together (no process waits for the
+    others' gathers or gradient reduction)."""
+    if world_size() == 1:
+        return empty
+    flag = torch.tensor([int(empty)], device=device)
+    torch.distributed.all_reduce(flag)
+    return bool(flag.item())
 
 
 class RetrievalTrainer(Trainer):
@@ -77,7 +87,7 @@ class RetrievalTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):
-        if not inputs:  # the collator skipped every row of this batch
+        if _any_process_empty(not inputs, self.args.device):  # the collator skipped every row somewhere
             return torch.zeros((), device=self.args.device)
         if self.chunk_size is None or batch_size(inputs) <= self.chunk_size:
             return super().training_step(model, inputs, num_items_in_batch)
