@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
-import os
 import re
-import shutil
-import subprocess
 import sys
-import uuid
-from pathlib import Path
 
 import pytest
 
 import vlzoo
 from vlzoo.cli import main
+from tests.helpers import make_fake_distribution, run_process, vlzoo_script
 from vlzoo_core.registry import ENV_DISABLE_AUTOLOAD, ENV_ONLY_PLUGINS
 
 
@@ -31,37 +27,6 @@ def run_main(capsys, *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
-
-
-def vlzoo_script() -> str:
-    candidate = Path(sys.executable).with_name("vlzoo")
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("vlzoo")
-    assert found, "the vlzoo console script is not installed"
-    return found
-
-
-def subprocess_env(extra_path: Path | None = None) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in (ENV_DISABLE_AUTOLOAD, ENV_ONLY_PLUGINS, "PYTHONPATH")}
-    if extra_path is not None:
-        env["PYTHONPATH"] = str(extra_path)
-    return env
-
-
-def run_process(args: list[str], cwd: Path, extra_path: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(args, cwd=cwd, env=subprocess_env(extra_path), capture_output=True, text=True, timeout=120)
-
-
-def make_fake_distribution(root: Path, entry_point: str, source: str) -> str:
-    """Write an installed distribution `fake-cli-plugin 0.2` under `root` with one `vlzoo` entry point."""
-    module = f"vlzoo_fake_cli_{uuid.uuid4().hex[:8]}"
-    dist_info = root / "fake_cli_plugin-0.2.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-cli-plugin\nVersion: 0.2\n", encoding="utf-8")
-    (dist_info / "entry_points.txt").write_text(f"[vlzoo]\n{entry_point} = {module}\n", encoding="utf-8")
-    (root / f"{module}.py").write_text(source, encoding="utf-8")
-    return module
 
 
 DUPLICATE_PLUGIN_SOURCE = '''

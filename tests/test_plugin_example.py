@@ -19,7 +19,7 @@ import torch
 import yaml
 
 import vlzoo
-from tests.test_cli import make_fake_distribution, run_process, vlzoo_script
+from tests.helpers import make_fake_distribution, run_process, vlzoo_script
 from vlzoo.cli import main
 from vlzoo_core.registry import ENV_DISABLE_AUTOLOAD, ENV_ONLY_PLUGINS
 

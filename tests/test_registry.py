@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import sys
 import types
-import uuid
 
 import pytest
 from pydantic import BaseModel
@@ -13,6 +12,7 @@ from pydantic import BaseModel
 import vlzoo
 from vlzoo_core import ConfigError, Recipe, UnknownNameError, VlzooError, hookimpl
 from vlzoo_core.errors import DuplicateNameError
+from tests.helpers import write_fake_distribution
 from vlzoo_core.registry import ENV_DISABLE_AUTOLOAD, ENV_ONLY_PLUGINS, Registry
 
 
@@ -451,18 +451,11 @@ BROKEN_PLUGIN_SOURCE = 'raise RuntimeError("fake plugin exploded at import")\n'
 @pytest.fixture
 def fake_distribution(tmp_path, monkeypatch):
     """A real (fake) installed distribution `fake-plugin 0.1` on sys.path with entry points `good`, `broken`."""
-    suffix = uuid.uuid4().hex[:8]
-    good_module, broken_module = f"vlzoo_fake_good_{suffix}", f"vlzoo_fake_broken_{suffix}"
     root = tmp_path / "site"
-    dist_info = root / "fake_plugin-0.1.dist-info"
-    dist_info.mkdir(parents=True)
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: fake-plugin\nVersion: 0.1\n", encoding="utf-8")
-    (dist_info / "entry_points.txt").write_text(
-        f"[vlzoo]\ngood = {good_module}\nbroken = {broken_module}\n\n[other_group]\nignored = nowhere\n",
-        encoding="utf-8",
-    )
-    (root / f"{good_module}.py").write_text(GOOD_PLUGIN_SOURCE, encoding="utf-8")
-    (root / f"{broken_module}.py").write_text(BROKEN_PLUGIN_SOURCE, encoding="utf-8")
+    modules = write_fake_distribution(root, "fake-plugin", "0.1",
+                                      {"good": GOOD_PLUGIN_SOURCE, "broken": BROKEN_PLUGIN_SOURCE},
+                                      extra_entry_points="\n[other_group]\nignored = nowhere\n")
+    good_module, broken_module = modules["good"], modules["broken"]
     monkeypatch.syspath_prepend(str(root))
     importlib.invalidate_caches()
     monkeypatch.delenv(ENV_DISABLE_AUTOLOAD, raising=False)

@@ -37,6 +37,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"  aliases:       {', '.join(recipe.aliases) or '-'}")
     print(f"  registered by: {recipe.plugin}")
     print(f"  weights:       {recipe.weights.source if recipe.weights and recipe.weights.source else '(random init only)'}")
+    if recipe.weights and recipe.weights.adapter:
+        print(f"  adapter:       {recipe.weights.adapter} (merged with weights='pretrained')")
     print(f"  LoRA rules:    {recipe.lora or '-'}")
     print(f"  document path: {recipe.document_path}")
     slots = [("encoder", "encoder"), ("projector", "projector"), ("backbone", "backbone"),
