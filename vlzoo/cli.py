@@ -132,6 +132,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML run config, e.g. examples/quickstart.yaml")
+    parser.add_argument("--model", help="registered model name; overrides model.name in the config")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vlzoo",
@@ -165,8 +170,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Train per CONFIG (see `vlzoo schema`). Multi-GPU: "
                             "`accelerate launch -m vlzoo train ...`; the global batch is "
                             "per_device_batch_size x gradient_accumulation_steps x processes.")
-    p.add_argument("config", help="YAML run config, e.g. examples/quickstart.yaml")
-    p.add_argument("--model", help="registered model name; overrides model.name in the config")
+    _add_config_arguments(p)
     p.add_argument("--output", metavar="DIR", help="output folder; overrides output.dir in the config")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in output.dir")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier run in output.dir")
@@ -175,8 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("validate", help="check a run config without training",
                             description="Check that the model, LoRA rules, loss, files and dataset columns in "
                             "CONFIG resolve, without loading weights or images.")
-    p.add_argument("config", help="YAML run config")
-    p.add_argument("--model", help="registered model name; overrides model.name in the config")
+    _add_config_arguments(p)
     p.set_defaults(func=cmd_validate)
 
     p = commands.add_parser("schema", help="print the JSON schema of run configs",

@@ -189,7 +189,8 @@ def check_components(
     with _guard("interfaces", subject, "building the components"), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         retriever = assemble(registry, recipe)
-    return _run_checks(retriever, registry, report, specs=specs, lora=lora, queries=queries, pages=pages, tol=tol,
+    with _isolated(retriever):
+        return _checks(retriever, registry, report, specs=specs, lora=lora, queries=queries, pages=pages, tol=tol,
                        round_trip=round_trip)
 
 
@@ -215,7 +216,8 @@ def check_retriever(
     registry = registry if registry is not None else _default_registry()
     report = ConformanceReport(retriever.recipe.name)
     report.skipped["configs"] = "needs the registered component specs: use check_components"
-    return _run_checks(retriever, registry, report, specs=None, lora=lora, queries=queries, pages=pages, tol=tol,
+    with _isolated(retriever):
+        return _checks(retriever, registry, report, specs=None, lora=lora, queries=queries, pages=pages, tol=tol,
                        round_trip=round_trip)
 
 
@@ -497,7 +499,21 @@ def _check_norms(encoded: _Encoded, what: str, subject: str, tol: float) -> None
                                    f"(norm {float(norms[position]):.3g}); multiply the head's output by the mask")
 
 
-def _run_checks(
+@contextlib.contextmanager
+def _isolated(retriever: Retriever):
+    """Eval mode and a forked RNG while the checks run (reloads and meta builds draw random inits), so the
+    caller's model mode and random state are left as they were."""
+    was_training = retriever.training
+    devices = [retriever.device.index or 0] if retriever.device.type == "cuda" else []
+    retriever.eval()
+    try:
+        with torch.random.fork_rng(devices=devices):
+            yield
+    finally:
+        retriever.train(was_training)
+
+
+def _checks(
     retriever: Retriever,
     registry: Registry,
     report: ConformanceReport,
@@ -513,34 +529,6 @@ def _run_checks(
     pages = list(sample_pages() if pages is None else pages)
     if len(queries) < 2 or len(pages) < 2:
         raise ValueError("pass at least two queries and two pages")
-    was_training = retriever.training
-    retriever.eval()
-    try:
-        with _fork_rng(retriever):  # random init of reloads and meta builds must not move the caller's RNG
-            _checks(retriever, registry, report, specs=specs, lora=lora, queries=queries, pages=pages, tol=tol,
-                    round_trip=round_trip)
-    finally:
-        retriever.train(was_training)
-    return report
-
-
-def _fork_rng(retriever: Retriever):
-    devices = [retriever.device.index or 0] if retriever.device.type == "cuda" else []
-    return torch.random.fork_rng(devices=devices)
-
-
-def _checks(
-    retriever: Retriever,
-    registry: Registry,
-    report: ConformanceReport,
-    *,
-    specs: Mapping[str, ComponentSpec] | None,
-    lora: str | LoraRuleSet | Mapping[str, Any] | None,
-    queries: list[str],
-    pages: list[Any],
-    tol: float,
-    round_trip: bool,
-) -> None:
     subject = f"model {report.model!r}"
     processor = _check_interfaces(retriever, specs, subject)
     report.passed.append("interfaces")
@@ -614,6 +602,7 @@ def _checks(
         report.passed.append("round_trip")
     else:
         report.skipped["round_trip"] = "round_trip=False"
+    return report
 
 
 def _check_component_shapes(retriever: Retriever, query_batch: Mapping[str, torch.Tensor],
