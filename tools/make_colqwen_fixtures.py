@@ -456,6 +456,32 @@ def assert_no_pickles(root: Path) -> None:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def processing_manifest(processor, tokenizer, pages, outputs, q_emb, p_emb, *, query_end: str) -> dict:
+    """What both libraries' manifests record of their processing and embeddings (`query_end` ends a query)."""
+    return {
+        "queries": QUERIES,
+        "query_texts_as_fed": [
+            f"{processor.query_prefix}{q}{processor.query_augmentation_token * 10}{query_end}" for q in QUERIES
+        ],
+        "query_prefix": processor.query_prefix,
+        "query_augmentation_token": processor.query_augmentation_token,
+        "query_augmentation_count": 10,
+        "visual_prompt_prefix": processor.visual_prompt_prefix,
+        "padding_side": processor.tokenizer.padding_side,
+        "min_pixels": MIN_PIXELS,
+        "max_pixels": MAX_PIXELS,
+        "image_processor_class": type(processor.image_processor).__name__,
+        "image_processor_size": size_dict(processor.image_processor.size),
+        "pixel_values_pil_vs_torchvision_backend_max_abs_diff_per_page": torchvision_backend_diff(pages),
+        "page_sizes_wh": [list(p.size) for p in pages],
+        "page_image_grid_thw": outputs["page_image_grid_thw"].tolist(),
+        "special_token_ids": {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS},
+        "tokenizer_len": len(tokenizer),
+        "query_embeddings": embedding_stats(q_emb, outputs["query_attention_mask"]),
+        "page_embeddings": embedding_stats(p_emb, outputs["page_attention_mask"]),
+    }
+
+
 def make_colpali_engine(pages) -> dict:
     from colpali_engine.models import ColQwen2, ColQwen2Processor
     from peft import LoraConfig, PeftModel, get_peft_model
@@ -597,26 +623,7 @@ def make_colpali_engine(pages) -> dict:
         "adapter_key_prefixes_depth3": key_prefixes(adapter_keys, 3),
         "adapter_config": json.loads((adapter_dir / "adapter_config.json").read_text()),
         "lora_scaling": LORA_ALPHA / LORA_R,
-        "queries": QUERIES,
-        "query_texts_as_fed": [
-            reloaded_processor.query_prefix + q + reloaded_processor.query_augmentation_token * 10 for q in QUERIES
-        ],
-        "query_prefix": reloaded_processor.query_prefix,
-        "query_augmentation_token": reloaded_processor.query_augmentation_token,
-        "query_augmentation_count": 10,
-        "visual_prompt_prefix": reloaded_processor.visual_prompt_prefix,
-        "padding_side": reloaded_processor.tokenizer.padding_side,
-        "min_pixels": MIN_PIXELS,
-        "max_pixels": MAX_PIXELS,
-        "image_processor_class": type(reloaded_processor.image_processor).__name__,
-        "image_processor_size": size_dict(reloaded_processor.image_processor.size),
-        "pixel_values_pil_vs_torchvision_backend_max_abs_diff_per_page": torchvision_backend_diff(pages),
-        "page_sizes_wh": [list(p.size) for p in pages],
-        "page_image_grid_thw": outputs["page_image_grid_thw"].tolist(),
-        "special_token_ids": {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS},
-        "tokenizer_len": len(tokenizer),
-        "query_embeddings": embedding_stats(q_emb, outputs["query_attention_mask"]),
-        "page_embeddings": embedding_stats(p_emb, outputs["page_attention_mask"]),
+        **processing_manifest(reloaded_processor, tokenizer, pages, outputs, q_emb, p_emb, query_end=""),
         "adapter_effect_max_abs": {
             "query": float((q_emb - q_emb_base).abs().max()),
             "page": float((p_emb - p_emb_base).abs().max()),
@@ -707,26 +714,7 @@ def make_transformers(pages) -> dict:
         "key_prefixes_depth3": key_prefixes(keys, 3),
         "keys": keys,
         "dtypes": safetensors_dtypes(model_file),
-        "queries": QUERIES,
-        "query_texts_as_fed": [
-            f"{reloaded_processor.query_prefix}{q}{reloaded_processor.query_augmentation_token * 10}\n" for q in QUERIES
-        ],
-        "query_prefix": reloaded_processor.query_prefix,
-        "query_augmentation_token": reloaded_processor.query_augmentation_token,
-        "query_augmentation_count": 10,
-        "visual_prompt_prefix": reloaded_processor.visual_prompt_prefix,
-        "padding_side": reloaded_processor.tokenizer.padding_side,
-        "min_pixels": MIN_PIXELS,
-        "max_pixels": MAX_PIXELS,
-        "image_processor_class": type(reloaded_processor.image_processor).__name__,
-        "image_processor_size": size_dict(reloaded_processor.image_processor.size),
-        "pixel_values_pil_vs_torchvision_backend_max_abs_diff_per_page": torchvision_backend_diff(pages),
-        "page_sizes_wh": [list(p.size) for p in pages],
-        "page_image_grid_thw": outputs["page_image_grid_thw"].tolist(),
-        "special_token_ids": {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS},
-        "tokenizer_len": len(tokenizer),
-        "query_embeddings": embedding_stats(q_emb, outputs["query_attention_mask"]),
-        "page_embeddings": embedding_stats(p_emb, outputs["page_attention_mask"]),
+        **processing_manifest(reloaded_processor, tokenizer, pages, outputs, q_emb, p_emb, query_end="\n"),
         "scores": scores.tolist(),
         "reload_max_abs_err": reload_err,
     }
