@@ -90,9 +90,9 @@ def setup(opts: argparse.Namespace, output_dir: str):
     import vlzoo
     from vlzoo_core.data.collator import ContrastiveCollator
     from vlzoo_core.data.synthetic import synthetic_rows
-    from vlzoo_core.lora import apply_lora
-    from vlzoo_core.losses import ColbertCELoss
-    from vlzoo_core.run_config import LoraSection, SyntheticSource
+    from vlzoo_core.model.lora import apply_lora
+    from vlzoo_core.training.losses import ColbertCELoss
+    from vlzoo_core.training.run_config import LoraSection, SyntheticSource
     from vlzoo_core.training.run import resolve_rule_set
     from vlzoo_core.training.trainer import ContrastiveModel, RetrievalTrainer
 

@@ -105,7 +105,7 @@ def resolved(opts: argparse.Namespace, which: str) -> tuple[int, int, int]:
 def run_config(which: str, opts: argparse.Namespace, output: Path, tokenizer_overrides: dict):
     import yaml
 
-    from vlzoo_core.run_config import parse_run_config
+    from vlzoo_core.training.run_config import parse_run_config
 
     batch, warmup, steps = resolved(opts, which)
     if which == "tiny":
@@ -148,10 +148,10 @@ def worker(which: str, opts: argparse.Namespace) -> dict:
     from transformers import TrainerCallback, set_seed
 
     import vlzoo
-    from vlzoo_core.builder import build_retriever
+    from vlzoo_core.model.builder import build_retriever
     from vlzoo_core.data.collator import ContrastiveCollator
     from vlzoo_core.data.sources import load_source
-    from vlzoo_core.lora import apply_lora, count_parameters
+    from vlzoo_core.model.lora import apply_lora, count_parameters
     from vlzoo_core.training.arguments import training_arguments
     from vlzoo_core.training.run import build_loss, validate
     from vlzoo_core.training.trainer import ContrastiveModel, RetrievalTrainer

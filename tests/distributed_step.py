@@ -16,9 +16,9 @@ from safetensors.torch import save_file
 import vlzoo
 from vlzoo_core.data.collator import ContrastiveCollator
 from vlzoo_core.data.synthetic import synthetic_rows
-from vlzoo_core.lora import apply_lora
-from vlzoo_core.losses import ColbertCELoss
-from vlzoo_core.run_config import SyntheticSource
+from vlzoo_core.model.lora import apply_lora
+from vlzoo_core.training.losses import ColbertCELoss
+from vlzoo_core.training.run_config import SyntheticSource
 from vlzoo_core.training.trainer import ContrastiveModel, global_contrastive_loss
 
 GLOBAL_BATCH = 8

@@ -19,9 +19,9 @@ from transformers import LlavaConfig, LlavaForConditionalGeneration, Qwen2Config
 
 import vlzoo
 from tests.conftest import make_page
-from vlzoo_core.builder import checkpoint_format
+from vlzoo_core.model.builder import checkpoint_format
 from vlzoo_core.errors import CheckpointError, VlzooError
-from vlzoo_core.weights import load_checkpoint
+from vlzoo_core.model.weights import load_checkpoint
 
 TOKENIZER_IMAGE_TOKEN_ID = 3  # `<image>` in the bundled tiny tokenizer
 

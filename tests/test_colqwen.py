@@ -31,9 +31,9 @@ from transformers import (
 import vlzoo
 from tests.conftest import make_page
 from vlzoo.cli import main
-from vlzoo_core.builder import build_retriever, checkpoint_format
+from vlzoo_core.model.builder import build_retriever, checkpoint_format
 from vlzoo_core.errors import CheckpointError
-from vlzoo_core.lora import adapted_modules, apply_lora
+from vlzoo_core.model.lora import adapted_modules, apply_lora
 
 REPO = Path(__file__).resolve().parent.parent
 IMAGE_TOKEN_ID = 12  # `<|image_pad|>` in the bundled tiny tokenizer

@@ -164,7 +164,7 @@ class BrokenComponents:
                               ("padding_mean", "PaddingMeanHead"), ("bypass", "BypassHead"),
                               ("unsaved_scale", "UnsavedScaleHead")):
             register.component("head", name, f"{MODULE}:{factory}", HeadConfig, f"broken head {name}")
-        register.component("head", "loose_config", "vlzoo_core.heads:MultiVectorHead", LooseHeadConfig,
+        register.component("head", "loose_config", "vlzoo_core.model.heads:MultiVectorHead", LooseHeadConfig,
                            "a fine head with a config that ignores unknown keys")
         register.component("backbone", "mask_blind_qwen2", f"{MODULE}:MaskBlindQwen2", Qwen2BackboneConfig,
                            "Qwen2 that ignores the attention mask")

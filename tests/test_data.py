@@ -19,7 +19,7 @@ from vlzoo_core.data import sources
 from vlzoo_core.data.collator import ROW_INDEX_KEY, ContrastiveCollator, PageList, decode_image, eval_pairs
 from vlzoo_core.data.sources import check_source, load_source
 from vlzoo_core.errors import ConfigError, InputError
-from vlzoo_core.run_config import DataSource, SyntheticSource
+from vlzoo_core.training.run_config import DataSource, SyntheticSource
 
 CORRUPT = b"\x89PNG\r\n\x1a\n not really a png"
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import vlzoo
-from vlzoo_core.lora import adapted_modules, apply_lora
+from vlzoo_core.model.lora import adapted_modules, apply_lora
 
 SEED_FILE = Path(__file__).parent / "data" / "seed_colllavai_structure.txt"
 

@@ -15,7 +15,7 @@ import vlzoo
 from tests.conftest import make_page
 from vlzoo_core.config import LoraRule, LoraRuleSet
 from vlzoo_core.errors import LoraRuleError
-from vlzoo_core.lora import adapted_modules, apply_lora, check_plan, count_parameters, plan_lora
+from vlzoo_core.model.lora import adapted_modules, apply_lora, check_plan, count_parameters, plan_lora
 
 TOL = 1e-5
 QUERIES = ["red circle", "blue glyph AB 12", "x"]

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from vlzoo_core.errors import ConfigError
-from vlzoo_core.loss_config import (
+from vlzoo_core.training.loss_config import (
     BiCEConfig,
     BiNegativeCEConfig,
     ColbertCEConfig,
@@ -28,7 +28,7 @@ from vlzoo_core.loss_config import (
     ColbertNegativePairwiseConfig,
     ColbertPairwiseConfig,
 )
-from vlzoo_core.losses import (
+from vlzoo_core.training.losses import (
     LOSSES,
     BiCELoss,
     BiNegativeCELoss,
@@ -42,8 +42,8 @@ from vlzoo_core.losses import (
     maxsim_pairs,
 )
 from vlzoo_core.registry import Registry
-from vlzoo_core.run_config import LossSection
-from vlzoo_core.scoring import maxsim
+from vlzoo_core.training.run_config import LossSection
+from vlzoo_core.model.scoring import maxsim
 
 TOL = 1e-5
 HYPOTHESIS = settings(max_examples=40, deadline=None)
@@ -317,7 +317,7 @@ def test_equals_colpali_formula_with_padding_and_positive_similarities(name, see
 
 def test_padding_never_wins_the_max_when_similarities_are_negative():
     # q = {e1}; d0 = {-e1, pad}: the real similarity is -1; colpali-engine's unmasked max would pick the
-    # padding row (0). Ours keeps -1, like `vlzoo_core.scoring.maxsim`.
+    # padding row (0). Ours keeps -1, like `vlzoo_core.model.scoring.maxsim`.
     q = torch.tensor([[[1.0, 0.0]]])
     d = torch.tensor([[[-1.0, 0.0], [0.0, 0.0]]])
     assert maxsim_matrix(q, d).item() == pytest.approx(-1.0)
@@ -621,7 +621,7 @@ def test_registered_losses_match_the_module_and_default_loss_exists():
 def test_builtin_registration_does_not_import_torch():
     code = (
         "import sys; from vlzoo_core.registry import Registry; Registry(autoload=False); "
-        "import vlzoo_core.loss_config; assert 'torch' not in sys.modules, 'torch was imported'"
+        "import vlzoo_core.training.loss_config; assert 'torch' not in sys.modules, 'torch was imported'"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

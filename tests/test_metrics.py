@@ -10,8 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vlzoo_core.metrics import DEFAULT_METRICS, parse_metric, rankings, retrieval_metrics
-from vlzoo_core.run_config import EvalSection, Metric
+from vlzoo_core.evaluation.metrics import DEFAULT_METRICS, parse_metric, rankings, retrieval_metrics
+from vlzoo_core.training.run_config import EvalSection, Metric
 
 TOL = 1e-9
 

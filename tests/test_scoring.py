@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import make_page
-from vlzoo_core.scoring import dot_scores, maxsim, pad_embeddings
+from vlzoo_core.model.scoring import dot_scores, maxsim, pad_embeddings
 
 TOL = 1e-5
 

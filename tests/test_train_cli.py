@@ -61,7 +61,7 @@ def warm_imports():
     import transformers.trainer_utils  # noqa: F401
 
     import vlzoo
-    import vlzoo_core.builder  # noqa: F401
+    import vlzoo_core.model.builder  # noqa: F401
     import vlzoo_core.data.sources  # noqa: F401
     import vlzoo_core.training.run  # noqa: F401
     import vlzoo_core.training.trainer  # noqa: F401
@@ -72,7 +72,7 @@ def warm_imports():
 @pytest.fixture
 def no_training(monkeypatch):
     """Make building the real model, loading data or creating a Trainer fail loudly (and record it)."""
-    import vlzoo_core.builder
+    import vlzoo_core.model.builder
     import vlzoo_core.data.sources
     import vlzoo_core.training.trainer
 
@@ -85,7 +85,7 @@ def no_training(monkeypatch):
 
         return raiser
 
-    monkeypatch.setattr(vlzoo_core.builder, "build_retriever", trap("build_retriever"))
+    monkeypatch.setattr(vlzoo_core.model.builder, "build_retriever", trap("build_retriever"))
     monkeypatch.setattr(vlzoo_core.data.sources, "load_source", trap("load_source"))
     monkeypatch.setattr(vlzoo_core.training.trainer, "RetrievalTrainer", trap("RetrievalTrainer"))
     return calls
@@ -522,7 +522,7 @@ def quick_run(tmp_path_factory) -> QuickRun:
 
 
 def test_quickstart_trains_and_writes_its_output_folder(quick_run):
-    from vlzoo_core.run_config import load_run_config
+    from vlzoo_core.training.run_config import load_run_config
 
     assert quick_run.code == 0
     out = quick_run.output
@@ -555,8 +555,8 @@ def test_quickstart_output_reloads_and_reproduces_its_metric(quick_run):
 
     import vlzoo
     from vlzoo_core.data.synthetic import synthetic_dataset
-    from vlzoo_core.metrics import retrieval_metrics
-    from vlzoo_core.run_config import SyntheticSource
+    from vlzoo_core.evaluation.metrics import retrieval_metrics
+    from vlzoo_core.training.run_config import SyntheticSource
 
     assert quick_run.code == 0
     after = json.loads((quick_run.output / "metrics.json").read_text(encoding="utf-8"))["after"]["ndcg@5"]

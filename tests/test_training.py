@@ -18,9 +18,9 @@ from transformers import TrainingArguments
 import vlzoo
 from vlzoo_core.data.collator import ContrastiveCollator
 from vlzoo_core.data.synthetic import synthetic_rows
-from vlzoo_core.lora import apply_lora
-from vlzoo_core.losses import ColbertCELoss
-from vlzoo_core.run_config import SyntheticSource
+from vlzoo_core.model.lora import apply_lora
+from vlzoo_core.training.losses import ColbertCELoss
+from vlzoo_core.training.run_config import SyntheticSource
 from vlzoo_core.training.trainer import STAGING_DIR, ContrastiveModel, RetrievalTrainer
 
 HERE = Path(__file__).resolve().parent

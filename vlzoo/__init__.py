@@ -20,7 +20,7 @@ from vlzoo_core.registry import Registry
 if TYPE_CHECKING:
     import torch
 
-    from vlzoo_core.retriever import Retriever
+    from vlzoo_core.model.retriever import Retriever
 
 __version__ = "0.1.0"
 
@@ -68,7 +68,7 @@ def build(
     overrides: recipe fields to change, e.g. `document_path="vision"` or
     `query_head={"name": "mean_pooled"}`; nested dicts merge into the recipe.
     """
-    from vlzoo_core.builder import build_retriever
+    from vlzoo_core.model.builder import build_retriever
 
     reg = registry()
     return build_retriever(reg, reg.recipe(name), weights=weights, adapter=adapter, device=device, dtype=dtype,
@@ -79,7 +79,7 @@ def load(
     directory: str | Path, *, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None
 ) -> Retriever:
     """Load a retriever written by `Retriever.save_pretrained`."""
-    from vlzoo_core.persist import load_retriever
+    from vlzoo_core.model.persist import load_retriever
 
     return load_retriever(registry(), directory, device=device, dtype=dtype)
 

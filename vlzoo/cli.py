@@ -65,7 +65,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 def cmd_lora(args: argparse.Namespace) -> int:
     import vlzoo
-    from vlzoo_core.lora import apply_lora, check_plan, count_parameters, plan_lora
+    from vlzoo_core.model.lora import apply_lora, check_plan, count_parameters, plan_lora
 
     registry = vlzoo.registry()
     recipe = registry.recipe(args.name)
@@ -94,7 +94,7 @@ def cmd_lora(args: argparse.Namespace) -> int:
 def _run_config(args: argparse.Namespace):
     from pathlib import Path
 
-    from vlzoo_core.run_config import load_run_config
+    from vlzoo_core.training.run_config import load_run_config
 
     path = Path(args.config)
     return load_run_config(path, model=args.model, output=getattr(args, "output", None)), path.resolve().parent
@@ -112,7 +112,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from vlzoo_core.run_config import RunConfig
+    from vlzoo_core.training.run_config import RunConfig
 
     print(json.dumps(RunConfig.model_json_schema(), indent=2))
     return 0

@@ -18,7 +18,7 @@ from vlzoo_core.config import (
     Recipe,
     StrictModel,
 )
-from vlzoo_core.errors import ConfigError, LoraRuleError, UnknownNameError, VlzooError
+from vlzoo_core.errors import CheckpointError, ConfigError, InputError, LoraRuleError, UnknownNameError, VlzooError
 from vlzoo_core.hooks import hookimpl
 from vlzoo_core.registry import Registrar, Registry
 
@@ -30,9 +30,14 @@ _LAZY = {
     "RetrievalHead": "vlzoo_core.interfaces",
     "Processor": "vlzoo_core.interfaces",
     "CheckpointFormat": "vlzoo_core.interfaces",
-    "Retriever": "vlzoo_core.retriever",
-    "TokenProcessor": "vlzoo_core.processing",
-    "PrefixKeyMap": "vlzoo_core.weights",
+    "Retriever": "vlzoo_core.model.retriever",
+    "TokenProcessor": "vlzoo_core.model.processing",
+    "load_tokenizer": "vlzoo_core.model.processing",
+    "resolve_tokenizer_location": "vlzoo_core.model.processing",
+    "open_image": "vlzoo_core.model.processing",
+    "build_tiny_tokenizer": "vlzoo_core.model.tiny_tokenizer",
+    "PrefixKeyMap": "vlzoo_core.model.weights",
+    "maxsim": "vlzoo_core.model.scoring",
 }
 
 
@@ -43,6 +48,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ComponentRef", "ConfigError", "HeadConfig", "HeadRef", "LoraRule", "LoraRuleError", "LoraRuleSet", "ProcessorConfig", "Recipe",
+    "CheckpointError", "ComponentRef", "ConfigError", "InputError", "HeadConfig", "HeadRef", "LoraRule", "LoraRuleError", "LoraRuleSet", "ProcessorConfig", "Recipe",
     "Registrar", "Registry", "StrictModel", "UnknownNameError", "VlzooError", "hookimpl", *_LAZY,
 ]

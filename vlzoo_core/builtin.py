@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from vlzoo_core.config import HeadConfig
 from vlzoo_core.hooks import hookimpl
-from vlzoo_core.loss_config import (
+from vlzoo_core.training.loss_config import (
     BiCEConfig,
     BiNegativeCEConfig,
     BiNegativePairwiseConfig,
@@ -20,18 +20,18 @@ from vlzoo_core.registry import Registrar
 @hookimpl
 def vlzoo_register(register: Registrar) -> None:
     register.component(
-        "head", "multi_vector", "vlzoo_core.heads:MultiVectorHead", HeadConfig,
+        "head", "multi_vector", "vlzoo_core.model.heads:MultiVectorHead", HeadConfig,
         "Per-token linear projection to `dim`, L2-normalised (late interaction).",
     )
     register.component(
-        "head", "mean_pooled", "vlzoo_core.heads:MeanPooledHead", HeadConfig,
+        "head", "mean_pooled", "vlzoo_core.model.heads:MeanPooledHead", HeadConfig,
         "Masked mean pooling, linear projection, L2 norm (single vector).",
     )
     _register_losses(register)
 
 
 def _register_losses(register: Registrar) -> None:
-    """The training losses (`vlzoo_core.losses`, formulas of colpali-engine's loss classes)."""
+    """The training losses (`vlzoo_core.training.losses`, formulas of colpali-engine's loss classes)."""
     losses = (
         ("colbert_ce", "ColbertCELoss", ColbertCEConfig,
          "Multi-vector in-batch InfoNCE over MaxSim scores / temperature (colpali-engine ColbertLoss)."),
@@ -55,4 +55,4 @@ def _register_losses(register: Registrar) -> None:
          "(colpali-engine BiPairwiseNegativeCELoss); needs negatives."),
     )
     for name, attribute, config, description in losses:
-        register.component("loss", name, f"vlzoo_core.losses:{attribute}", config, description)
+        register.component("loss", name, f"vlzoo_core.training.losses:{attribute}", config, description)

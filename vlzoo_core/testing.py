@@ -61,13 +61,13 @@ import torch
 from pydantic import BaseModel, ValidationError
 from torch import nn
 
-from vlzoo_core.builder import apply_overrides, assemble
+from vlzoo_core.model.builder import apply_overrides, assemble
 from vlzoo_core.config import LoraRuleSet, Recipe
 from vlzoo_core.errors import VlzooError, describe_validation_error
 from vlzoo_core.hooks import PROJECT_NAME
 from vlzoo_core.interfaces import LanguageBackbone, Processor, Projector, RetrievalHead, VisionEncoder
 from vlzoo_core.registry import ComponentSpec, Registry
-from vlzoo_core.retriever import Retriever
+from vlzoo_core.model.retriever import Retriever
 from vlzoo_core.training.gradcache import split_batch
 
 TOL = 1e-5
@@ -212,7 +212,7 @@ def check_retriever(
     if not isinstance(retriever, Retriever):
         raise ConformanceError("interfaces", type(retriever).__name__,
                                f"expected a vlzoo_core.Retriever, got {type(retriever).__qualname__} "
-                               "(unwrap peft models with vlzoo_core.persist.unwrap)")
+                               "(unwrap peft models with vlzoo_core.model.persist.unwrap)")
     registry = registry if registry is not None else _default_registry()
     report = ConformanceReport(retriever.recipe.name)
     report.skipped["configs"] = "needs the registered component specs: use check_components"
@@ -675,7 +675,7 @@ def _resolve_rule_set(registry: Registry, retriever: Retriever, lora: Any, subje
 
 def _check_lora(retriever: Retriever, registry: Registry, lora: Any, query_batch: Mapping[str, torch.Tensor],
                 page_batch: Mapping[str, torch.Tensor], report: ConformanceReport, subject: str) -> None:
-    from vlzoo_core.lora import apply_lora, count_parameters, plan_lora
+    from vlzoo_core.model.lora import apply_lora, count_parameters, plan_lora
 
     rule_set = _resolve_rule_set(registry, retriever, lora, subject)
     if rule_set is None:
@@ -729,7 +729,7 @@ def _check_lora(retriever: Retriever, registry: Registry, lora: Any, query_batch
 def _check_round_trip(retriever: Retriever, registry: Registry, queries: list[str], pages: list[Any],
                       query_batch: Mapping[str, torch.Tensor], page_batch: Mapping[str, torch.Tensor],
                       query_out: _Encoded, page_out: _Encoded, subject: str) -> None:
-    from vlzoo_core.persist import load_retriever
+    from vlzoo_core.model.persist import load_retriever
 
     check = "round_trip"
     with tempfile.TemporaryDirectory(prefix="vlzoo-conformance-") as directory:

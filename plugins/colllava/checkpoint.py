@@ -6,8 +6,7 @@ from typing import Any
 
 from transformers import LlavaConfig
 
-from vlzoo_core import CheckpointFormat, PrefixKeyMap
-from vlzoo_core.errors import CheckpointError
+from vlzoo_core import CheckpointError, CheckpointFormat, PrefixKeyMap
 
 from colllava.configs import LlavaCheckpointConfig, Qwen2BackboneConfig, SiglipEncoderConfig
 

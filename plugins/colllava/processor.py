@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
 
-from vlzoo_core.processing import TokenProcessor, load_tokenizer, resolve_tokenizer_location
+from vlzoo_core import TokenProcessor, load_tokenizer, resolve_tokenizer_location
 
 from colllava.configs import LlavaProcessorConfig
 from colllava.siglip import SiglipEncoder

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from vlzoo_core import CheckpointFormat, PrefixKeyMap
-from vlzoo_core.errors import CheckpointError
+from vlzoo_core import CheckpointError, CheckpointFormat, PrefixKeyMap
 
 from colqwen.configs import (
     QUERY_AUGMENTATION,

@@ -18,8 +18,7 @@ import torch
 from PIL import Image
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil, smart_resize
 
-from vlzoo_core.errors import ConfigError, InputError
-from vlzoo_core.processing import TokenProcessor, load_tokenizer, resolve_tokenizer_location
+from vlzoo_core import ConfigError, InputError, TokenProcessor, load_tokenizer, resolve_tokenizer_location
 
 from colqwen.configs import Qwen2VLProcessorConfig
 from colqwen.vision import _QwenVisionEncoder

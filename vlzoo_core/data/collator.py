@@ -16,7 +16,7 @@ from typing import Any, overload
 from PIL import Image
 
 from vlzoo_core.errors import InputError
-from vlzoo_core.processing import open_image
+from vlzoo_core.model.processing import open_image
 
 logger = logging.getLogger("vlzoo.data")
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from vlzoo_core.errors import ConfigError
-from vlzoo_core.run_config import DataSource, SyntheticSource
+from vlzoo_core.training.run_config import DataSource, SyntheticSource
 
 CANONICAL = {"query": "query", "image": "image", "negatives": "negative"}
 """Config field in `Columns` -> the column name it gets in the loaded dataset."""

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from PIL import Image, ImageDraw, ImageFont
 
 from vlzoo_core.errors import ConfigError
-from vlzoo_core.run_config import SyntheticSource
+from vlzoo_core.training.run_config import SyntheticSource
 
 COLOURS = {
     "red": (220, 30, 30), "green": (30, 160, 50), "blue": (30, 60, 220), "yellow": (235, 200, 20),

@@ -8,7 +8,7 @@ import torch
 from transformers import TrainingArguments
 
 from vlzoo_core.errors import ConfigError
-from vlzoo_core.run_config import RunConfig
+from vlzoo_core.training.run_config import RunConfig
 from vlzoo_core.training.gather import world_size
 
 

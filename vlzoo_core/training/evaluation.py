@@ -8,8 +8,8 @@ from typing import Any
 
 import torch
 
-from vlzoo_core.metrics import retrieval_metrics
-from vlzoo_core.retriever import Retriever
+from vlzoo_core.evaluation.metrics import retrieval_metrics
+from vlzoo_core.model.retriever import Retriever
 
 
 @dataclass(frozen=True)

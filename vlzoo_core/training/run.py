@@ -13,7 +13,7 @@ from typing import Any
 from vlzoo_core.config import LoraRule, LoraRuleSet, Recipe
 from vlzoo_core.errors import CheckpointError, ConfigError, UnknownNameError, VlzooError
 from vlzoo_core.registry import Registry
-from vlzoo_core.run_config import LoraSection, RunConfig, SyntheticSource
+from vlzoo_core.training.run_config import LoraSection, RunConfig, SyntheticSource
 
 RUN_CONFIG_FILE = "run_config.yaml"
 METRICS_FILE = "metrics.json"
@@ -64,9 +64,9 @@ class Checked:
 
 def validate(config: RunConfig, registry: Registry, *, base_dir: Path | None = None) -> Checked:
     """Check that every name, rule, file and column in `config` resolves, without loading weights or images."""
-    from vlzoo_core.builder import apply_overrides, assemble
+    from vlzoo_core.model.builder import apply_overrides, assemble
     from vlzoo_core.data.sources import check_source
-    from vlzoo_core.lora import check_plan, count_parameters, plan_lora
+    from vlzoo_core.model.lora import check_plan, count_parameters, plan_lora
     from vlzoo_core.training.arguments import check_batch_fits
 
     report = []
@@ -147,10 +147,10 @@ def train(
     import yaml
     from transformers import set_seed
 
-    from vlzoo_core.builder import build_retriever
+    from vlzoo_core.model.builder import build_retriever
     from vlzoo_core.data.collator import ContrastiveCollator, eval_pairs
     from vlzoo_core.data.sources import load_source
-    from vlzoo_core.lora import apply_lora
+    from vlzoo_core.model.lora import apply_lora
     from vlzoo_core.training.arguments import training_arguments
     from vlzoo_core.training.evaluation import EvalSet
     from vlzoo_core.training.trainer import ContrastiveModel, RetrievalTrainer

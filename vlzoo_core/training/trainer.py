@@ -18,7 +18,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
 
 from vlzoo_core.config import LoraRuleSet
-from vlzoo_core.persist import load_trainable_state, save_trained, unwrap
+from vlzoo_core.model.persist import load_trainable_state, save_trained, unwrap
 from vlzoo_core.training.evaluation import EvalSet, evaluate_retriever
 from vlzoo_core.training.gather import gather_with_grad, world_size
 from vlzoo_core.training.gradcache import RandomState, batch_size, pad_cat, split_batch

@@ -16,8 +16,8 @@ import pytest
 import torch
 
 from vlzoo_core import ConfigError
-from vlzoo_core.builder import apply_overrides, assemble
-from vlzoo_core.lora import apply_lora, check_plan, count_parameters, plan_lora
+from vlzoo_core.model.builder import apply_overrides, assemble
+from vlzoo_core.model.lora import apply_lora, check_plan, count_parameters, plan_lora
 from vlzoo_core.testing import CHECKS, check_components, check_hook_module, plugin_registry
 from vlzoo_plugin_example.configs import MlpHeadConfig
 from vlzoo_plugin_example.heads import MlpHead

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vlzoo_core.tiny_tokenizer import build_tiny_tokenizer
+from vlzoo_core import build_tiny_tokenizer
 
 # Qwen2-VL's special tokens, in the order of their ids there (151643, 151644, ...).
 SPECIAL_TOKENS = [

@@ -19,7 +19,7 @@ from PIL import Image
 from vlzoo_core.config import ProcessorConfig
 from vlzoo_core.errors import ConfigError, InputError
 from vlzoo_core.interfaces import Processor
-from vlzoo_core.scoring import Embeddings, dot_scores, maxsim
+from vlzoo_core.model.scoring import Embeddings, dot_scores, maxsim
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
 
@@ -123,7 +123,7 @@ class TokenProcessor(Processor):
 
         Multi-vector embeddings ((n, L, D) tensors, or lists of (L_i, D) tensors) are scored by MaxSim;
         single-vector ones ((n, D) tensors, or lists of (D,) tensors) by dot product. `chunking` goes to
-        `vlzoo_core.scoring.maxsim` (query_chunk, document_chunk, device).
+        `vlzoo_core.model.scoring.maxsim` (query_chunk, document_chunk, device).
         """
         if _single_vector(queries) and _single_vector(documents):
             stack = (lambda e: e if isinstance(e, torch.Tensor) else torch.stack(list(e)))

@@ -1,4 +1,4 @@
-"""Options of the registered training losses (see `vlzoo_core.losses`). Pure data: never imports torch.
+"""Options of the registered training losses (see `vlzoo_core.training.losses`). Pure data: never imports torch.
 
 The options and their defaults follow colpali-engine's loss classes (`colpali_engine/loss/
 late_interaction_losses.py` and `bi_encoder_losses.py`, the `ColbertModule` / `BiEncoderModule`

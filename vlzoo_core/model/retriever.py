@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from vlzoo_core.config import Recipe
 from vlzoo_core.errors import InputError
 from vlzoo_core.interfaces import LanguageBackbone, Processor, Projector, RetrievalHead, VisionEncoder
-from vlzoo_core.scoring import Embeddings, dot_scores, maxsim
+from vlzoo_core.model.scoring import Embeddings, dot_scores, maxsim
 
 CONFIG_FILE = "vlzoo_config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -1,13 +1,13 @@
 """Contrastive training losses for late-interaction (multi-vector) and single-vector retrievers.
 
-Every loss is an `nn.Module` built as `LossClass(config)` (its config class lives in `vlzoo_core.loss_config`)
+Every loss is an `nn.Module` built as `LossClass(config)` (its config class lives in `vlzoo_core.training.loss_config`)
 and called as `loss(queries, documents, negatives=None) -> scalar tensor`:
 
 * row i of `documents` is the positive page of query i; every other row is an in-batch negative;
 * `negatives`, when the loss uses them (`uses_negatives`), holds one hard-negative page per row, in the same
   layout as `documents` (its token count may differ);
 * `multi_vector` says which embeddings a loss takes: zero-padded (B, L, D) token vectors (all-zero rows are
-  padding, as in `vlzoo_core.scoring`) or (B, D) single vectors.
+  padding, as in `vlzoo_core.model.scoring`) or (B, D) single vectors.
 
 The formulas follow colpali-engine (`colpali_engine/loss/late_interaction_losses.py`,
 `colpali_engine/loss/bi_encoder_losses.py`, the `ColbertModule` / `BiEncoderModule` generation). Where we
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from pydantic import BaseModel
 
-from vlzoo_core.loss_config import (
+from vlzoo_core.training.loss_config import (
     BiCEConfig,
     BiNegativeCEConfig,
     BiNegativePairwiseConfig,
@@ -82,7 +82,7 @@ def maxsim_matrix(
     """(Nq, Nd) late-interaction scores with gradients, on the inputs' device and dtype.
 
     Score = sum over the query's real tokens of the best similarity with the document's real tokens
-    (0 for a document without tokens); the same values as `vlzoo_core.scoring.maxsim`, which is detached.
+    (0 for a document without tokens); the same values as `vlzoo_core.model.scoring.maxsim`, which is detached.
     With `smooth_max_tau`, the max is replaced by tau * logsumexp(sims / tau) over the real tokens.
     """
     sims = torch.einsum("qld,nmd->qnlm", queries, documents)

@@ -11,11 +11,11 @@ import torch
 from pydantic import ValidationError
 
 from vlzoo_core.config import Recipe
-from vlzoo_core.adapters import merge_adapter
+from vlzoo_core.model.adapters import merge_adapter
 from vlzoo_core.errors import ConfigError, UnknownNameError, describe_validation_error
 from vlzoo_core.registry import Registry
-from vlzoo_core.retriever import Retriever
-from vlzoo_core.weights import load_checkpoint, read_json, resolve_source
+from vlzoo_core.model.retriever import Retriever
+from vlzoo_core.model.weights import load_checkpoint, read_json, resolve_source
 
 PRETRAINED = "pretrained"
 

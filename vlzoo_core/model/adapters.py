@@ -7,8 +7,8 @@ from pathlib import Path
 import torch
 
 from vlzoo_core.errors import CheckpointError
-from vlzoo_core.retriever import Retriever
-from vlzoo_core.weights import read_json
+from vlzoo_core.model.retriever import Retriever
+from vlzoo_core.model.weights import read_json
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -15,13 +15,13 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from vlzoo_core.builder import assemble, build_retriever
+from vlzoo_core.model.builder import assemble, build_retriever
 from vlzoo_core.config import LoraRuleSet, Recipe
 from vlzoo_core.errors import CheckpointError, describe_validation_error
-from vlzoo_core.lora import plan_lora
+from vlzoo_core.model.lora import plan_lora
 from vlzoo_core.registry import Registry
-from vlzoo_core.retriever import CONFIG_FILE, PROCESSOR_DIR, WEIGHTS_FILE, Retriever
-from vlzoo_core.weights import load_checkpoint, read_json
+from vlzoo_core.model.retriever import CONFIG_FILE, PROCESSOR_DIR, WEIGHTS_FILE, Retriever
+from vlzoo_core.model.weights import load_checkpoint, read_json
 
 ADAPTER_DIR = "adapter"
 TRAINED_FILE = "trained_modules.safetensors"

@@ -1,0 +1,1 @@
+"""Models: assembling retrievers from components, heads, LoRA, checkpoint loading, processors and scoring."""
