@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 import torch
@@ -37,3 +38,44 @@ def test_ci_runs_the_readme_commands():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
     assert install in ci, f"README install command {install!r} is not what .ci/run runs"
     assert test in ci, f"README test command {test!r} is not what .ci/run runs"
+
+
+def test_index_quick_start_finds_the_held_out_page_at_rank_1(tmp_path):
+    """The README's train -> index -> search walk-through, command by command, offline."""
+    import json
+    import shlex
+    import subprocess
+
+    from tests.helpers import subprocess_env, vlzoo_script
+
+    train = next(line for block in _code_blocks("bash") for line in block.splitlines()
+                 if line.startswith("vlzoo train"))
+    walkthrough = README.split("<!-- index-quickstart -->", 1)[1]
+    commands = [line.split("#")[0].strip() for line in re.search(r"```bash\n(.*?)```", walkthrough, re.S).group(1)
+                .splitlines() if line.strip()]
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+
+    def run(command: str, *extra: str) -> str:
+        argv = shlex.split(command)
+        argv = [vlzoo_script(), *argv[1:]] if argv[0] == "vlzoo" else [sys.executable, *argv[1:]]
+        done = subprocess.run([*argv, *extra], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
+                              timeout=1200)
+        assert done.returncode == 0, f"{command}: {done.stderr[-2000:]}"
+        return done.stdout
+
+    run(train, "--output", "runs/quickstart")  # the README's command, writing into this test's folder
+    queries = {}
+    for line in run(commands[0]).splitlines():  # "page   3: cyan circle and green letter K"
+        number, query = line.split(":", 1)
+        queries[query.strip()] = int(number.split()[1])
+    run(commands[1])
+    search = commands[2]
+    query = shlex.split(search)[3]
+    assert query in queries
+    results = json.loads(run(search, "--json"))[0]["results"]
+    assert results[0]["source"] == "held-out.pdf" and results[0]["page"] == queries[query]
+    printed = run(search).splitlines()
+    assert printed[1].split()[0] == "1" and printed[1].split()[-1] == str(queries[query])
+    every = json.loads(run(f"vlzoo search runs/held-out-index -k 1 --json {shlex.join(queries)}"))
+    at_rank_1 = sum(row["results"][0]["page"] == queries[row["query"]] for row in every)
+    assert at_rank_1 >= 14, f"{at_rank_1} of {len(queries)} held-out pages at rank 1"  # 16 of 16 when written

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import make_page
-from vlzoo_core.model.scoring import dot_scores, maxsim, pad_embeddings
+from vlzoo_core.model.scoring import dot_scores, maxsim, maxsim_block, pad_by_duplicates, pad_embeddings
 
 TOL = 1e-5
 
@@ -47,10 +47,10 @@ def pad(rows: list[torch.Tensor], dim: int) -> torch.Tensor:
 
 
 @st.composite
-def embedding_sets(draw):
+def embedding_sets(draw, min_document_length: int = 1):
     dim = draw(st.integers(1, 12))
     q_lengths = draw(st.lists(st.integers(1, 6), min_size=1, max_size=5))
-    d_lengths = draw(st.lists(st.integers(1, 8), min_size=1, max_size=5))
+    d_lengths = draw(st.lists(st.integers(min_document_length, 8), min_size=1, max_size=5))
     seed = draw(st.integers(0, 2**31 - 1))
     all_negative = draw(st.booleans())
     generator = torch.Generator().manual_seed(seed)
@@ -98,6 +98,71 @@ def test_maxsim_independent_of_chunking(data, query_chunk, document_chunk):
     assert torch.allclose(chunked, reference, atol=1e-6, rtol=0)
     assert torch.allclose(chunked_lists, reference, atol=1e-6, rtol=0)
     assert torch.allclose(reference, brute_force_maxsim(queries, documents).float(), atol=TOL, rtol=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(embedding_sets(min_document_length=0))
+def test_maxsim_block_matches_brute_force_on_duplicate_padded_documents(data):
+    queries, documents, dim, all_negative = data
+    expected = brute_force_maxsim(queries, documents).float()
+    padded_q, q_mask = pad_embeddings(pad(queries, dim))
+    padded_d, d_mask = pad_embeddings(pad(documents, dim))
+    got = maxsim_block(padded_q, q_mask, pad_by_duplicates(padded_d, d_mask))
+    assert got.shape == expected.shape and got.dtype == torch.float32
+    assert torch.allclose(got, expected, atol=TOL, rtol=0), (got, expected)
+    # documents without tokens score exactly 0, the others as brute force, through maxsim as well
+    empty = torch.tensor([d.shape[0] == 0 for d in documents])
+    assert torch.all(got[:, empty] == 0)
+    assert torch.allclose(maxsim(queries, documents), expected, atol=TOL, rtol=0)
+    if all_negative:
+        assert torch.all(got[:, ~empty] < 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(embedding_sets(min_document_length=0), st.booleans())
+def test_pad_by_duplicates_replaces_only_padding_rows(data, left_padded):
+    _, documents, dim, _ = data
+    padded = pad(documents, dim)
+    if left_padded:
+        padded = torch.stack([row.roll(padded.shape[1] - d.shape[0], dims=0) for row, d in zip(padded, documents)])
+    _, mask = pad_embeddings(padded)
+    before = padded.clone()
+    out = pad_by_duplicates(padded, mask)
+    assert torch.equal(padded, before)  # a copy: the input is untouched
+    assert out.shape == padded.shape and torch.equal(out[mask], padded[mask])
+    for i, d in enumerate(documents):
+        first = padded[i][mask[i]][:1] if d.shape[0] else torch.zeros(1, dim)
+        assert torch.equal(out[i][~mask[i]], first.expand(int((~mask[i]).sum()), dim))
+        # the set of rows is the document's own, so every max over its rows is unchanged
+        if d.shape[0]:
+            assert torch.all((out[i][:, None, :] == d[None, :, :]).all(-1).any(-1))
+
+
+def test_documents_with_no_valid_tokens_score_zero_in_every_form():
+    q = unit_rows(3, 4, torch.Generator().manual_seed(0), sign=+1)
+    d_negative = unit_rows(2, 4, torch.Generator().manual_seed(1), sign=-1)
+    documents = [torch.zeros(0, 4), d_negative, torch.zeros(0, 4)]
+    scores = maxsim([q], documents, document_chunk=2)
+    assert scores[0, 0] == 0 and scores[0, 2] == 0 and scores[0, 1] < 0
+    assert torch.equal(maxsim([q], [torch.zeros(0, 4)] * 3), torch.zeros(1, 3))  # no document has a token
+    assert torch.equal(maxsim_block(q[None], torch.ones(1, 3, dtype=torch.bool), torch.zeros(2, 5, 4)),
+                       torch.zeros(1, 2))
+    assert torch.equal(maxsim_block(q[None], torch.ones(1, 3, dtype=torch.bool), torch.zeros(2, 0, 4)),
+                       torch.zeros(1, 2))
+
+
+@settings(max_examples=10, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.sampled_from([(1, 1), (7, 5), (1000, 1000)]))
+def test_maxsim_with_more_queries_and_documents_than_one_chunk(seed, chunks):
+    """40 queries x 40 documents span several chunks of the defaults (32, 16) too."""
+    generator = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(0, 6, (40,), generator=generator).tolist()
+    queries = [unit_rows(int(n) + 1, 8, generator) for n in torch.randint(0, 4, (40,), generator=generator)]
+    documents = [unit_rows(n, 8, generator) for n in lengths]
+    expected = brute_force_maxsim(queries, documents).float()
+    assert torch.allclose(maxsim(queries, documents), expected, atol=TOL, rtol=0)
+    chunked = maxsim(queries, documents, query_chunk=chunks[0], document_chunk=chunks[1])
+    assert torch.allclose(chunked, maxsim(queries, documents), atol=1e-6, rtol=0)
 
 
 @settings(max_examples=30, deadline=None)

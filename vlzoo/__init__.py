@@ -84,4 +84,12 @@ def load(
     return load_retriever(registry(), directory, device=device, dtype=dtype)
 
 
-__all__ = ["build", "catalog_path", "list_models", "load", "recipe", "registry"]
+def __getattr__(name: str) -> Any:
+    if name == "Index":  # imports torch, so only on first use
+        from vlzoo_core.index.index import Index
+
+        return Index
+    raise AttributeError(f"module 'vlzoo' has no attribute {name!r}")
+
+
+__all__ = ["Index", "build", "catalog_path", "list_models", "load", "recipe", "registry"]

@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from vlzoo.cli_index import add_index_parsers, route_index_actions
 from vlzoo_core.errors import VlzooError
 
 EXIT_USAGE = 2
@@ -185,12 +186,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("schema", help="print the JSON schema of run configs",
                             description="Print the JSON schema of run configs (for editors and linters).")
     p.set_defaults(func=cmd_schema)
+
+    add_index_parsers(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(route_index_actions(list(sys.argv[1:] if argv is None else argv)))
     try:
         return args.func(args)
     except VlzooError as exc:

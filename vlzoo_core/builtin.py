@@ -28,6 +28,16 @@ def vlzoo_register(register: Registrar) -> None:
         "Masked mean pooling, linear projection, L2 norm (single vector).",
     )
     _register_losses(register)
+    _register_index_backends(register)
+
+
+def _register_index_backends(register: Registrar) -> None:
+    from vlzoo_core.index.configs import LocalConfig, QdrantConfig
+
+    register.component("index_backend", "local", "vlzoo_core.index.backends:LocalBackend", LocalConfig,
+                       "The index folder itself: exact MaxSim over memory-mapped shards, optional candidate stage.")
+    register.component("index_backend", "qdrant", "vlzoo_core.index.qdrant:QdrantBackend", QdrantConfig,
+                       "A Qdrant multivector collection (MaxSim): in-process (path) or a server/cluster (url).")
 
 
 def _register_losses(register: Registrar) -> None:

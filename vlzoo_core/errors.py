@@ -62,3 +62,7 @@ def describe_validation_error(exc: Exception, where: str = "") -> str:
             message = "unknown field"
         parts.append(f"{path or '<root>'}: {message}")
     return "; ".join(parts)
+
+
+class SearchIndexError(VlzooError):
+    """A problem with an index folder, or with a request made of one (a bad k, an empty query, another model)."""

@@ -29,7 +29,9 @@ from vlzoo_core.errors import (
 )
 from vlzoo_core.hooks import ENTRY_POINT_GROUP, PROJECT_NAME, VlzooHookSpec
 
-COMPONENT_KINDS = ("encoder", "projector", "backbone", "head", "processor", "checkpoint_format", "loss")
+COMPONENT_KINDS = (
+    "encoder", "projector", "backbone", "head", "processor", "checkpoint_format", "loss", "index_backend",
+)
 
 ENV_DISABLE_AUTOLOAD = "VLZOO_DISABLE_PLUGIN_AUTOLOAD"
 ENV_ONLY_PLUGINS = "VLZOO_PLUGINS"

@@ -1,0 +1,1 @@
+"""Corpus-scale retrieval: page sources, the index folder, pooling, search and backends."""

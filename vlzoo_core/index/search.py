@@ -1,0 +1,127 @@
+"""Exact MaxSim search over memory-mapped shards, and the exact rerank of approximate candidates.
+
+Scores come from the core's `maxsim_block` (one GEMM per chunk). Pages are read a chunk at a time and
+the running top-k is merged after each chunk, so memory is bounded by the chunk size, not the corpus.
+Ties keep the earlier page (shard order, then row order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from vlzoo_core.index.store import Shard
+from vlzoo_core.model.scoring import maxsim_block
+
+PAGES_PER_CHUNK = 512
+
+
+@dataclass(frozen=True)
+class LiveShard:
+    """A committed shard and the mask of its rows that are not deleted."""
+
+    shard: Shard
+    live: torch.Tensor  # (n,) bool
+
+
+def prepare_queries(queries: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(nq, Lq, D) float32 queries and their (nq, Lq) mask, from padded or per-query (L_i, D) tensors."""
+    if isinstance(queries, torch.Tensor):
+        padded = queries.float()
+    else:
+        padded = torch.nn.utils.rnn.pad_sequence([q.float() for q in queries], batch_first=True)
+    if padded.dim() != 3:
+        raise ValueError(f"queries must be (n, L, D) multi-vector embeddings, got shape {tuple(padded.shape)}")
+    return padded, padded.abs().amax(dim=-1) > 0
+
+
+def padded_pages(flat: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(n, Lmax, D) pages from flat (T, D) vectors, each page padded with copies of its first vector."""
+    n = lengths.numel()
+    longest = int(lengths.max())
+    if int(lengths.min()) == longest:
+        return flat.view(n, longest, flat.shape[-1])
+    starts = torch.zeros(n, dtype=torch.int64)
+    starts[1:] = torch.cumsum(lengths, 0)[:-1]
+    position = torch.arange(longest)[None, :]
+    index = starts[:, None] + torch.where(position < lengths[:, None], position, 0)
+    return flat[index]
+
+
+def _merge(best_scores: torch.Tensor, best_refs: torch.Tensor, scores: torch.Tensor, refs: torch.Tensor,
+           k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    all_scores = torch.cat([best_scores, scores], dim=1)
+    all_refs = torch.cat([best_refs, refs.expand(scores.shape[0], -1)], dim=1)
+    order = torch.sort(all_scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return all_scores.gather(1, order), all_refs.gather(1, order)
+
+
+def exact_search(
+    shards: Sequence[LiveShard],
+    queries: Sequence[torch.Tensor] | torch.Tensor,
+    k: int,
+    *,
+    pages_per_chunk: int = PAGES_PER_CHUNK,
+    device: torch.device | str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k (scores (nq, k'), refs (nq, k')) over all live pages; a ref is shard_index << 32 | row.
+
+    k' = min(k, live pages). Scores are float32 MaxSim of the stored (dequantized) vectors.
+    """
+    q, q_mask = prepare_queries(queries)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    q, q_mask = q.to(device), q_mask.to(device)
+    best_scores = torch.empty(q.shape[0], 0, device=device)
+    best_refs = torch.empty(q.shape[0], 0, dtype=torch.int64, device=device)
+    for shard_index, entry in enumerate(shards):
+        shard, live = entry.shard, entry.live
+        if not bool(live.any()):
+            continue
+        lengths_all = shard.offsets[1:] - shard.offsets[:-1]
+        for start in range(0, len(live), pages_per_chunk):
+            stop = min(start + pages_per_chunk, len(live))
+            chunk_live = live[start:stop]
+            if not bool(chunk_live.any()):
+                continue
+            docs = padded_pages(shard.vectors(start, stop), lengths_all[start:stop]).to(device)
+            scores = maxsim_block(q, q_mask, docs)
+            scores = scores.masked_fill(~chunk_live.to(device)[None, :], float("-inf"))
+            refs = (shard_index << 32) + torch.arange(start, stop, device=device)
+            keep = chunk_live.to(device)
+            best_scores, best_refs = _merge(best_scores, best_refs, scores[:, keep], refs[keep][None, :], k)
+        shard.release()
+    return best_scores.cpu(), best_refs.cpu()
+
+
+def rerank(
+    shards: Sequence[LiveShard],
+    queries: Sequence[torch.Tensor] | torch.Tensor,
+    candidates: Sequence[Sequence[int]],
+    k: int,
+    *,
+    device: torch.device | str | None = None,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Exact MaxSim of each query with its candidate pages (refs as in `exact_search`); per query its top-k."""
+    q, q_mask = prepare_queries(queries)
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    out_scores, out_refs = [], []
+    for i, refs in enumerate(candidates):
+        refs = torch.as_tensor(list(refs), dtype=torch.int64)
+        if refs.numel() == 0:
+            out_scores.append(torch.empty(0))
+            out_refs.append(refs)
+            continue
+        blocks, lengths = [], []
+        for ref in refs.tolist():
+            shard = shards[ref >> 32].shard
+            row = ref & 0xFFFFFFFF
+            blocks.append(shard.vectors(row, row + 1))
+            lengths.append(blocks[-1].shape[0])
+        docs = padded_pages(torch.cat(blocks), torch.tensor(lengths)).to(device)
+        scores = maxsim_block(q[i : i + 1].to(device), q_mask[i : i + 1].to(device), docs)[0].cpu()
+        order = torch.sort(scores, descending=True, stable=True).indices[:k]
+        out_scores.append(scores[order])
+        out_refs.append(refs[order])
+    return out_scores, out_refs
