@@ -6,8 +6,9 @@ lengths are drawn in [(1 - padding) * Ld, Ld] (the rest zero padding) by:
   einsum  the previous implementation, copied below: einsum "qld,nmd->qnlm", masked_fill, amax
   mm      torch.mm of (nq*Lq, D) @ (D, nd*Ld) in one call, the bound the kernel is measured against
 Each is timed after one warm-up, repeats interleaved (so a load change hits all three alike), and the
-median is reported as GFLOP/s = 2*nq*Lq*nd*Ld*D / t, with its ratio to mm (goal >= 0.8). The machine's
-load (`uptime`) is printed first: the numbers are only comparable on an otherwise idle machine.
+median is reported as GFLOP/s = 2*nq*Lq*nd*Ld*D / t, with its ratio to mm (goal >= 0.8), next to the
+process CPU time (all threads) and its ratio. The machine's load (`uptime`) is printed first: wall times
+are only comparable on an otherwise idle machine (on a busy one, try --threads 1 and the CPU columns).
 A last line times vlzoo_core.index.pooling.pool_tokens on a batch of pages (default 32 x 729 x 128,
 pool factor 3).
 
@@ -74,19 +75,20 @@ def synchronize(device: torch.device) -> None:
 
 
 def interleaved_medians(functions: dict[str, Callable[[], object]], repeats: int,
-                        device: torch.device) -> dict[str, float]:
-    """Median seconds of each function; one warm-up each, then `repeats` rounds of one call each."""
-    times: dict[str, list[float]] = {name: [] for name in functions}
+                        device: torch.device) -> dict[str, tuple[float, float]]:
+    """Median (wall, process CPU) seconds of each function; one warm-up each, then `repeats` rounds of one call each."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in functions}
     for fn in functions.values():
         fn()
     for _ in range(repeats):
         for name, fn in functions.items():
             synchronize(device)
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             fn()
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
+    return {name: (statistics.median(t[0] for t in values), statistics.median(t[1] for t in values))
+            for name, values in times.items()}
 
 
 def load_line() -> str:
@@ -110,6 +112,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="maxsim's document_chunk (default: its own)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement (default 5)")
     parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     parser.add_argument("--pool-pages", type=int, default=32, help="pages in the pooling batch (default 32)")
     parser.add_argument("--pool-tokens", type=int, default=729, help="tokens per pooled page (default 729)")
     parser.add_argument("--pool-factor", type=int, default=3, help="pooling factor (default 3)")
@@ -119,6 +122,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     print("load at start:", load_line())
     print("environment:", environment())
     device = torch.device(args.device)
@@ -141,19 +146,22 @@ def main(argv: list[str] | None = None) -> None:
         diff = (maxsim(queries, documents, device=device, **chunking)
                 - einsum_maxsim(queries, documents, device=device)).abs().max().item()
         gflop = 2 * nq * args.lq * args.nd * args.ld * args.dim / 1e9
-        for name, seconds in medians.items():
-            rows.append({"nq": nq, "method": name, "ms": 1e3 * seconds, "gflops": gflop / seconds,
-                         "ratio": medians["mm"] / seconds, "diff": diff if name == "maxsim" else None})
+        mm_wall, mm_cpu = medians["mm"]
+        for name, (wall, cpu) in medians.items():
+            rows.append({"nq": nq, "method": name, "ms": 1e3 * wall, "cpu_ms": 1e3 * cpu, "gflops": gflop / wall,
+                         "ratio": mm_wall / wall, "cpu_ratio": mm_cpu / cpu,
+                         "diff": diff if name == "maxsim" else None})
     print(f"\nMaxSim, Lq={args.lq} nd={args.nd} Ld={args.ld} D={args.dim}, document lengths in "
-          f"[{shortest}, {args.ld}], chunks {chunking or 'default'}, median of {args.repeats}, {device}")
-    print(table(rows, [("nq", "nq", ""), ("method", "method", ""), ("ms", "ms", ".1f"),
-                       ("gflops", "GFLOP/s", ".1f"), ("ratio", "vs mm", ".2f"),
-                       ("diff", "max |maxsim - einsum|", ".1e")]))
+          f"[{shortest}, {args.ld}], chunks {chunking or 'default'}, median of {args.repeats}, {device}, "
+          f"{torch.get_num_threads()} threads")
+    print(table(rows, [("nq", "nq", ""), ("method", "method", ""), ("ms", "wall ms", ".1f"),
+                       ("gflops", "GFLOP/s", ".1f"), ("ratio", "vs mm", ".2f"), ("cpu_ms", "cpu ms", ".1f"),
+                       ("cpu_ratio", "vs mm (cpu)", ".2f"), ("diff", "max |maxsim - einsum|", ".1e")]))
 
     pages = unit_vectors((args.pool_pages, args.pool_tokens, args.dim), generator).to(device)
     mask = torch.ones(args.pool_pages, args.pool_tokens, dtype=torch.bool, device=device)
-    seconds = interleaved_medians({"pool": lambda: pool_tokens(pages, mask, args.pool_factor)},
-                                  args.pool_repeats, device)["pool"]
+    seconds, _ = interleaved_medians({"pool": lambda: pool_tokens(pages, mask, args.pool_factor)},
+                                     args.pool_repeats, device)["pool"]
     print(f"\npool_tokens: {args.pool_pages} pages x {args.pool_tokens} tokens x {args.dim} dims, pool factor "
           f"{args.pool_factor}: {1e3 * seconds / args.pool_pages:.1f} ms per page "
           f"({1e3 * seconds:.0f} ms per batch, median of {args.pool_repeats})")

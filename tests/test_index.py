@@ -303,3 +303,43 @@ def test_a_plugin_can_register_an_index_backend(model, corpus, tmp_path, isolate
     assert [h.id for h in index.search(QUERIES, k=3)[0]] == [h.id for h in local.search(QUERIES, k=3)[0]]
     with pytest.raises(VlzooError, match="unknown index_backend 'memroy'; did you mean 'memory'"):
         Index.create(tmp_path / "other", model, backend="memroy")
+
+
+def test_pool_factor_1_stores_exactly_the_models_vectors_and_prompt_tokens_can_be_dropped(model, corpus, tmp_path):
+    pages = list(iter_pages([corpus / "reports"]))
+    embedded = model.embed_images([p.image for p in pages], batch_size=5)
+    index = Index.create(tmp_path / "idx", model, pool_factor=1)
+    index.add([corpus / "reports"], batch_size=16)
+    snap = index.snapshot()
+    by_id = {record.id: ref for ref, record in snap.records()}
+    for page, vectors in zip(pages, embedded, strict=True):
+        ref = by_id[page.id]
+        stored = snap.shards[ref >> 32].block(ref & 0xFFFFFFFF, (ref & 0xFFFFFFFF) + 1)
+        expected = vectors[vectors.abs().amax(-1) > 0].half()
+        assert torch.equal(stored, expected)
+
+    image_only = Index.create(tmp_path / "images", model, drop_prompt_tokens=True)
+    image_only.add([corpus / "reports"], batch_size=16)
+    tokens_per_page = model.processor.tokens_per_image
+    assert {record.n_vectors for _, record in image_only.snapshot().records()} == {tokens_per_page}
+    assert tokens_per_page < expected.shape[0]
+
+
+def test_pages_of_different_sizes_index_like_the_model_embeds_them(tmp_path):
+    """ColQwen2's dynamic resolution: page sizes differ, so batches are bucketed; vectors must not change."""
+    torch.manual_seed(0)
+    qwen = vlzoo.build("colqwen2_tiny").eval()
+    folder = tmp_path / "pages"
+    folder.mkdir()
+    sizes = [(56, 56), (112, 56), (56, 168), (140, 112), (84, 84), (168, 112), (56, 84), (112, 112)]
+    for i, (page, size) in enumerate(zip(synthetic_pages(len(sizes), 7), sizes, strict=True)):
+        page.resize(size).save(folder / f"p{i}.png")
+    index = Index.create(tmp_path / "idx", qwen)
+    index.add([folder], batch_size=3)
+    pages = list(iter_pages([folder]))
+    scores = qwen.score(qwen.embed_queries(QUERIES), [qwen.embed_images([p.image])[0] for p in pages])
+    lengths = {record.n_vectors for _, record in index.snapshot().records()}
+    assert len(lengths) > 2, "the pages must give sequences of different lengths"
+    for q, row in enumerate(index.search(QUERIES, k=len(pages))):
+        expected = {pages[i].id: float(scores[q, i]) for i in range(len(pages))}
+        assert max(abs(hit.score - expected[hit.id]) for hit in row) < FP16_TOL

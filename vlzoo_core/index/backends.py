@@ -56,6 +56,10 @@ SYNCED_KEYS = "vlzoo.synced_keys"  # the page keys the saved generator holds
 class LocalBackend(IndexBackend):
     config: LocalConfig
 
+    def __init__(self, config: LocalConfig, root: Path) -> None:
+        super().__init__(config, root)
+        self._loaded: tuple[int, CandidateGenerator] | None = None  # (generation, generator) for searches
+
     @property
     def has_approximate(self) -> bool:
         return self.config.approximate is not None
@@ -110,9 +114,11 @@ class LocalBackend(IndexBackend):
             scores, refs = exact_search(snapshot.live_shards, queries, k, device=device)
             return [[(snapshot.key_of_ref(int(r)), float(s)) for s, r in zip(row_s, row_r, strict=True)]
                     for row_s, row_r in zip(scores, refs, strict=True)]
-        if self._candidates_generation() != snapshot.generation:
-            self.sync(snapshot)
-        generator, _ = self._load_candidates(snapshot)
+        if self._loaded is None or self._loaded[0] != snapshot.generation:
+            if self._candidates_generation() != snapshot.generation:
+                self.sync(snapshot)
+            self._loaded = (snapshot.generation, self._load_candidates(snapshot)[0])
+        generator = self._loaded[1]
         n = candidates or max(10 * k, 100)
         found = generator.candidates(list(queries), n)
         refs = [[snapshot.ref_of(int(key)) for key in row.tolist() if key >= 0] for row in found]

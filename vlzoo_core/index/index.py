@@ -11,6 +11,7 @@ written, so the result equals a one-process index.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import time
@@ -131,6 +132,7 @@ class Index:
                  device: torch.device | str | None = None) -> None:
         self.root, self.manifest, self._model, self._device = root, manifest, model, device
         self.backend = _backend(manifest, root)
+        self._snapshot: Snapshot | None = None
 
     # ---- creation ------------------------------------------------------------------------------------
 
@@ -221,7 +223,13 @@ class Index:
     # ---- reading -------------------------------------------------------------------------------------
 
     def snapshot(self) -> Snapshot:
-        return Snapshot(self.root, read_commit(self.root), self.manifest.dim)
+        """The latest commit (kept between searches while no other commit is made)."""
+        commit = read_commit(self.root)
+        if self._snapshot is None or self._snapshot.commit != commit:
+            if self._snapshot is not None:
+                self._snapshot.close()
+            self._snapshot = Snapshot(self.root, commit, self.manifest.dim)
+        return self._snapshot
 
     def __len__(self) -> int:
         return len(self.snapshot())
@@ -261,7 +269,7 @@ class Index:
         ranks = _Ranks()
         started = time.perf_counter()
         report = AddReport(processes=ranks.world)
-        lock = write_lock(self.root) if ranks.rank == 0 else _no_lock()
+        lock = write_lock(self.root) if ranks.rank == 0 else contextlib.nullcontext()
         with lock:
             commit = read_commit(self.root)
             snapshot = Snapshot(self.root, commit, self.manifest.dim)
@@ -420,16 +428,7 @@ class Index:
                 record = snapshot.record(snapshot.ref_of(key))
                 found.append(SearchResult(rank, score, record.id, record.source, record.page, record.metadata))
             results.append(found)
-        snapshot.close()
         return results
-
-
-class _no_lock:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def _shard_name(manifest: Manifest, records: Sequence[PageRecord]) -> str:
@@ -461,20 +460,15 @@ class _GroupWriter:
         self.batch_size = batch_size
         self.window = batch_size * BUCKET_BATCHES
         committed = {entry.name for entry in commit.shards}
-        self.orphans = self._orphan_pages(index.root, stored_shard_names(index.root) - committed)
+        self.orphan_shards = {name: Shard(index.root, name)
+                              for name in sorted(stored_shard_names(index.root) - committed)}
+        self.orphans = {(record.id, record.sha256): (name, row) for name, shard in self.orphan_shards.items()
+                        for row, record in enumerate(shard.records)}
         self.group: list[PageRecord] = []
         self.vectors: list[torch.Tensor | None] = []
         self.pending: list[tuple[int, Image.Image]] = []
         self.names: list[str] = []
         self._encoder: PageEncoder | None = None
-
-    @staticmethod
-    def _orphan_pages(root: Path, names: set[str]) -> dict[tuple[str, str], tuple[str, int]]:
-        found = {}
-        for name in sorted(names):
-            for row, record in enumerate(Shard(root, name).records):
-                found[(record.id, record.sha256)] = (name, row)
-        return found
 
     @property
     def mine(self) -> bool:
@@ -488,11 +482,11 @@ class _GroupWriter:
             orphan = self.orphans.get((record.id, record.sha256))
             if orphan is not None:
                 name, row = orphan
-                self.vectors[position] = Shard(self.index.root, name).vectors(row, row + 1)
+                self.vectors[position] = self.orphan_shards[name].vectors(row, row + 1)
                 self.report.reused += 1
             else:
                 self.pending.append((position, image))
-                if len(self.pending) == self.window or position + 1 == self.manifest.shard_size:
+                if len(self.pending) == self.window:
                     self._encode_pending()
         if len(self.group) == self.manifest.shard_size:
             self._close_group()

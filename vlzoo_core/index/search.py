@@ -1,7 +1,9 @@
 """Exact MaxSim search over memory-mapped shards, and the exact rerank of approximate candidates.
 
-Scores come from the core's `maxsim_block` (one GEMM per chunk). Pages are read a chunk at a time and
-the running top-k is merged after each chunk, so memory is bounded by the chunk size, not the corpus.
+Scores come from the core's `maxsim_block` (one GEMM per chunk of pages). Pages are read a chunk at a time
+and the running top-k is merged after each chunk, so memory is bounded by the chunk size, not the corpus:
+a chunk holds at most SIMILARITY_BUDGET bytes of query x page similarities. (Blocks much smaller than that
+are slower on a busy 2-core machine, where every small op pays the thread pool's wake-up cost.)
 Ties keep the earlier page (shard order, then row order).
 """
 
@@ -15,7 +17,9 @@ import torch
 from vlzoo_core.index.store import Shard
 from vlzoo_core.model.scoring import maxsim_block
 
-PAGES_PER_CHUNK = 512
+SIMILARITY_BUDGET = 32 * 2**20
+MAX_PAGES_PER_CHUNK = 512
+QUERY_GROUP = 16  # queries scored together; more are split into groups, each reading the corpus once
 
 
 @dataclass(frozen=True)
@@ -63,7 +67,7 @@ def exact_search(
     queries: Sequence[torch.Tensor] | torch.Tensor,
     k: int,
     *,
-    pages_per_chunk: int = PAGES_PER_CHUNK,
+    pages_per_chunk: int | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k (scores (nq, k'), refs (nq, k')) over all live pages; a ref is shard_index << 32 | row.
@@ -71,6 +75,15 @@ def exact_search(
     k' = min(k, live pages). Scores are float32 MaxSim of the stored (dequantized) vectors.
     """
     q, q_mask = prepare_queries(queries)
+    if q.shape[0] > QUERY_GROUP:
+        parts = [exact_search(shards, q[i : i + QUERY_GROUP], k, pages_per_chunk=pages_per_chunk, device=device)
+                 for i in range(0, q.shape[0], QUERY_GROUP)]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+    if pages_per_chunk is None:
+        tokens = max((int((s.shard.offsets[1:] - s.shard.offsets[:-1]).max()) for s in shards if len(s.live)),
+                     default=1)
+        pages_per_chunk = SIMILARITY_BUDGET // (4 * q.shape[0] * q.shape[1] * tokens)
+        pages_per_chunk = max(1, min(MAX_PAGES_PER_CHUNK, pages_per_chunk))
     device = torch.device(device) if device is not None else torch.device("cpu")
     q, q_mask = q.to(device), q_mask.to(device)
     best_scores = torch.empty(q.shape[0], 0, device=device)
@@ -85,9 +98,8 @@ def exact_search(
             chunk_live = live[start:stop]
             if not bool(chunk_live.any()):
                 continue
-            docs = padded_pages(shard.vectors(start, stop), lengths_all[start:stop]).to(device)
+            docs = padded_pages(shard.block(start, stop), lengths_all[start:stop]).to(device, torch.float32)
             scores = maxsim_block(q, q_mask, docs)
-            scores = scores.masked_fill(~chunk_live.to(device)[None, :], float("-inf"))
             refs = (shard_index << 32) + torch.arange(start, stop, device=device)
             keep = chunk_live.to(device)
             best_scores, best_refs = _merge(best_scores, best_refs, scores[:, keep], refs[keep][None, :], k)

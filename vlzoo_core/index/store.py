@@ -266,6 +266,11 @@ class Shard:
 
     def vectors(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """float32 (T, D) vectors of pages [start, stop), dequantized (a copy; the map stays untouched)."""
+        return self.block(start, stop).to(torch.float32)
+
+    def block(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """(T, D) vectors of pages [start, stop) as cheaply as possible: float16 shards give a read-only view
+        of the map (no copy; convert it in cache-sized pieces), int8 shards dequantized float32."""
         self._open()
         offsets = self._tensors["offsets"]
         stop = len(offsets) - 1 if stop is None else stop
@@ -273,7 +278,7 @@ class Shard:
         stored = self._tensors["vectors"][lo:hi]
         if "scales" in self._tensors:
             return stored.to(torch.float32) * self._tensors["scales"][lo:hi, None]
-        return stored.to(torch.float32)
+        return stored
 
     def release(self) -> None:
         """Drop the mapped pages from memory (they are read again from disk if needed)."""
