@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from unittest import mock
 
 import pytest
 import torch
@@ -14,6 +15,7 @@ import vlzoo
 from tests.index_corpus import make_corpus, synthetic_pages, write_pdf
 from vlzoo_core.errors import SearchIndexError, VlzooError
 from vlzoo_core.index.backends import IndexBackend
+from vlzoo_core.index import search
 from vlzoo_core.index.index import Index
 from vlzoo_core.index.search import LiveShard, exact_search
 from vlzoo_core.index.sources import iter_pages
@@ -238,7 +240,8 @@ def test_exact_search_equals_brute_force_maxsim(tmp_path, data):
         for i, page in enumerate(pages):
             everything.append(((s << 32) | i, page.half().float()))
             stored.append(bool(mask[i]))
-    scores, refs = exact_search(live, queries, k, pages_per_chunk=5)
+    with mock.patch.multiple(search, PAGES_PER_BLOCK=2, BLOCKS_PER_CHUNK=2):  # many blocks and merges
+        scores, refs = exact_search(live, queries, k)
     expected = maxsim(queries, [v for _, v in everything])
     expected[:, ~torch.tensor(stored)] = float("-inf")
     n_live = sum(stored)

@@ -1,10 +1,10 @@
 """Exact MaxSim search over memory-mapped shards, and the exact rerank of approximate candidates.
 
-Scores come from the core's `maxsim_block` (one GEMM per chunk of pages). Pages are read a chunk at a time
-and the running top-k is merged after each chunk, so memory is bounded by the chunk size, not the corpus:
-a chunk holds at most SIMILARITY_BUDGET bytes of query x page similarities. (Blocks much smaller than that
-are slower on a busy 2-core machine, where every small op pays the thread pool's wake-up cost.)
-Ties keep the earlier page (shard order, then row order).
+Scores come from the core's `maxsim_block`, one GEMM per block of PAGES_PER_BLOCK pages: a block is read
+from the map and converted to float32 right before its GEMM, while it is still in cache, which is what
+makes a single query run at matmul speed (converting a whole shard first made it memory-bound). The
+running top-k is merged after every chunk of blocks, so memory is bounded by the block and chunk sizes,
+not by the corpus. Ties keep the earlier page (shard order, then row order).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import torch
 from vlzoo_core.index.store import Shard
 from vlzoo_core.model.scoring import maxsim_block
 
-SIMILARITY_BUDGET = 32 * 2**20
-MAX_PAGES_PER_CHUNK = 512
+PAGES_PER_BLOCK = 32  # 1 MiB of float32 vectors at 256 x 128: the GEMM reads it from cache
+BLOCKS_PER_CHUNK = 16  # top-k merge interval
 QUERY_GROUP = 16  # queries scored together; more are split into groups, each reading the corpus once
 
 
@@ -67,7 +67,6 @@ def exact_search(
     queries: Sequence[torch.Tensor] | torch.Tensor,
     k: int,
     *,
-    pages_per_chunk: int | None = None,
     device: torch.device | str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k (scores (nq, k'), refs (nq, k')) over all live pages; a ref is shard_index << 32 | row.
@@ -76,32 +75,32 @@ def exact_search(
     """
     q, q_mask = prepare_queries(queries)
     if q.shape[0] > QUERY_GROUP:
-        parts = [exact_search(shards, q[i : i + QUERY_GROUP], k, pages_per_chunk=pages_per_chunk, device=device)
+        parts = [exact_search(shards, q[i : i + QUERY_GROUP], k, device=device)
                  for i in range(0, q.shape[0], QUERY_GROUP)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-    if pages_per_chunk is None:
-        tokens = max((int((s.shard.offsets[1:] - s.shard.offsets[:-1]).max()) for s in shards if len(s.live)),
-                     default=1)
-        pages_per_chunk = SIMILARITY_BUDGET // (4 * q.shape[0] * q.shape[1] * tokens)
-        pages_per_chunk = max(1, min(MAX_PAGES_PER_CHUNK, pages_per_chunk))
     device = torch.device(device) if device is not None else torch.device("cpu")
     q, q_mask = q.to(device), q_mask.to(device)
     best_scores = torch.empty(q.shape[0], 0, device=device)
     best_refs = torch.empty(q.shape[0], 0, dtype=torch.int64, device=device)
+    chunk = PAGES_PER_BLOCK * BLOCKS_PER_CHUNK
     for shard_index, entry in enumerate(shards):
         shard, live = entry.shard, entry.live
         if not bool(live.any()):
             continue
-        lengths_all = shard.offsets[1:] - shard.offsets[:-1]
-        for start in range(0, len(live), pages_per_chunk):
-            stop = min(start + pages_per_chunk, len(live))
-            chunk_live = live[start:stop]
-            if not bool(chunk_live.any()):
+        lengths = shard.offsets[1:] - shard.offsets[:-1]
+        for start in range(0, len(live), chunk):
+            stop = min(start + chunk, len(live))
+            keep = live[start:stop]
+            if not bool(keep.any()):
                 continue
-            docs = padded_pages(shard.block(start, stop), lengths_all[start:stop]).to(device, torch.float32)
-            scores = maxsim_block(q, q_mask, docs)
+            scores = torch.cat([
+                maxsim_block(q, q_mask, padded_pages(shard.block(s, min(s + PAGES_PER_BLOCK, stop)),
+                                                     lengths[s : min(s + PAGES_PER_BLOCK, stop)])
+                             .to(device, torch.float32))
+                for s in range(start, stop, PAGES_PER_BLOCK)
+            ], dim=1)
+            keep = keep.to(device)
             refs = (shard_index << 32) + torch.arange(start, stop, device=device)
-            keep = chunk_live.to(device)
             best_scores, best_refs = _merge(best_scores, best_refs, scores[:, keep], refs[keep][None, :], k)
         shard.release()
     return best_scores.cpu(), best_refs.cpu()
