@@ -73,11 +73,15 @@ def cmd_index(args: argparse.Namespace) -> int:
                        progress=sys.stderr.isatty())
     import torch
 
-    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+    distributed = torch.distributed.is_initialized()
+    if not distributed or torch.distributed.get_rank() == 0:
         print(report.summary())
         info = index.info()
         print(f"{args.out}: {info['pages']} pages from {info['documents']} documents, "
               f"{info['bytes_per_page'] / 1024:.1f} KiB per page")
+    if distributed:  # leave together; a process exiting with a live process group aborts in gloo's threads
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
     return 0
 
 
