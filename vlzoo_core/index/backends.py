@@ -27,6 +27,12 @@ Hits = list[list[tuple[int, float]]]
 """Per query, (page key, score) pairs, best first."""
 
 
+def _hits(snapshot: Snapshot, scores: Sequence[torch.Tensor], refs: Sequence[torch.Tensor]) -> Hits:
+    """Per query, (page key, score) pairs from the row refs and scores of `exact_search` or `rerank`."""
+    return [[(snapshot.key_of_ref(int(r)), float(s)) for s, r in zip(row_s, row_r, strict=True)]
+            for row_s, row_r in zip(scores, refs, strict=True)]
+
+
 class IndexBackend(ABC):
     """Searches the pages of an index's commits."""
 
@@ -111,9 +117,7 @@ class LocalBackend(IndexBackend):
     def search(self, snapshot: Snapshot, queries: Sequence[torch.Tensor], k: int, *, approximate: bool = False,
                candidates: int | None = None, device: torch.device | str | None = None) -> Hits:
         if not approximate:
-            scores, refs = exact_search(snapshot.live_shards, queries, k, device=device)
-            return [[(snapshot.key_of_ref(int(r)), float(s)) for s, r in zip(row_s, row_r, strict=True)]
-                    for row_s, row_r in zip(scores, refs, strict=True)]
+            return _hits(snapshot, *exact_search(snapshot.live_shards, queries, k, device=device))
         if self._loaded is None or self._loaded[0] != snapshot.generation:
             if self._candidates_generation() != snapshot.generation:
                 self.sync(snapshot)
@@ -122,6 +126,4 @@ class LocalBackend(IndexBackend):
         n = candidates or max(10 * k, 100)
         found = generator.candidates(list(queries), n)
         refs = [[snapshot.ref_of(int(key)) for key in row.tolist() if key >= 0] for row in found]
-        scores, refs = rerank(snapshot.live_shards, queries, refs, k, device=device)
-        return [[(snapshot.key_of_ref(int(r)), float(s)) for s, r in zip(row_s, row_r, strict=True)]
-                for row_s, row_r in zip(scores, refs, strict=True)]
+        return _hits(snapshot, *rerank(snapshot.live_shards, queries, refs, k, device=device))

@@ -16,6 +16,7 @@ from vlzoo_core.errors import InputError
 from vlzoo_core.index.manifest import Pooling
 from vlzoo_core.index.pooling import pool_tokens
 from vlzoo_core.model.retriever import Retriever
+from vlzoo_core.model.scoring import pad_embeddings
 
 
 def _sort_by_size(images: Sequence[Image.Image]) -> list[int]:
@@ -54,10 +55,7 @@ class PageEncoder:
     def _encode_batch(self, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
         model = self.model
         inputs = {k: v.to(model.device) for k, v in batch.items()}
-        embeddings = model(**inputs).float()
-        if embeddings.dim() != 3:
-            raise ValueError("the index stores multi-vector embeddings; this model's document head is pooled")
-        mask = embeddings.abs().amax(dim=-1) > 0
+        embeddings, mask = pad_embeddings(model(**inputs).float())
         if self.pooling.drop_prompt_tokens and "input_ids" in inputs and inputs["input_ids"].shape == mask.shape:
             mask &= inputs["input_ids"] == model.image_token_id
         return [v.cpu() for v in pool_tokens(embeddings, mask, self.pooling.factor)]

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +47,7 @@ from vlzoo_core.index.store import (
     write_shard,
 )
 from vlzoo_core.model.retriever import Retriever
+from vlzoo_core.model.scoring import pad_embeddings
 
 DEFAULT_SHARD_SIZE = 256
 BUCKET_BATCHES = 8  # pages are sorted by size within windows of this many batches
@@ -105,6 +106,17 @@ class _Ranks:
         torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
         return int(flag) == 0
 
+    @contextlib.contextmanager
+    def together(self, what: str) -> Iterator[None]:
+        """Run a block on every rank, then agree: a rank whose block raised re-raises; the others raise too."""
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            if not self.all_ok(ok) and ok:
+                raise SearchIndexError(f"another process failed while {what}; nothing was committed")
+
     def total(self, value: int) -> int:
         if not self.active:
             return value
@@ -159,14 +171,9 @@ class Index:
         settings = dict(identity=identity, pool_factor=pool_factor, drop_prompt_tokens=drop_prompt_tokens,
                         dtype=dtype, backend=backend, backend_config=backend_config, shard_size=shard_size, dpi=dpi)
         index = None
-        ok = False
-        try:
+        with ranks.together("creating the index"):
             if ranks.rank == 0:
                 index = cls._create(Path(path), model, **settings)
-            ok = True
-        finally:
-            if not ranks.all_ok(ok) and ok:
-                raise SearchIndexError("another process failed to create the index")
         return index if index is not None else cls._create(Path(path), model, **settings)
 
     @classmethod
@@ -276,8 +283,7 @@ class Index:
             writer = _GroupWriter(self, commit, ranks, batch_size, report)
             seen: set[str] = set()
             replaced: list[int] = []
-            ok = True
-            try:
+            with ranks.together("indexing"):
                 pages = iter_pages(sources, dpi=self.manifest.dpi, strict=strict, metadata=metadata, table=table,
                                    skipped=report.skipped)
                 bar = tqdm(pages, desc="indexing", unit="page", disable=not progress or ranks.rank != 0)
@@ -295,12 +301,6 @@ class Index:
                     writer.add(PageRecord(page.id, page.source, page.page, page.sha256, -1, dict(page.metadata)),
                                page.image)
                 writer.finish()
-            except BaseException:
-                ok = False
-                raise
-            finally:
-                if not ranks.all_ok(ok) and ok:
-                    raise SearchIndexError("another process failed while indexing; nothing was committed")
             report.encoded, report.reused = ranks.total(report.encoded), ranks.total(report.reused)
             removed = replaced
             if delete_missing:
@@ -406,11 +406,10 @@ class Index:
             for position, query in enumerate(queries):
                 if not query.strip():
                     raise SearchIndexError(f"query {position} is empty")
-            embedded = self.model.embed_queries(list(queries), batch_size=batch_size)
-            mask = embedded.abs().amax(dim=-1) > 0
+            embedded, mask = pad_embeddings(self.model.embed_queries(list(queries), batch_size=batch_size))
             vectors = [row[m] for row, m in zip(embedded, mask, strict=True)]
-        elif all(isinstance(q, torch.Tensor) for q in queries):
-            vectors = [q[q.abs().amax(dim=-1) > 0].float() for q in queries]
+        elif all(isinstance(q, torch.Tensor) and q.dim() == 2 for q in queries):
+            vectors = [row[m].float() for row, m in zip(*pad_embeddings(queries), strict=True)]
         else:
             raise SearchIndexError("queries must all be strings or all be embedding tensors")
         if any(v.shape[-1] != self.manifest.dim for v in vectors):

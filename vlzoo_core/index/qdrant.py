@@ -26,6 +26,7 @@ class QdrantBackend(IndexBackend):
     def __init__(self, config: QdrantConfig, root: Path) -> None:
         super().__init__(config, root)
         self._client = None
+        self._checked_generation: int | None = None  # the commit whose pages the collection was last checked for
 
     @property
     def client(self):
@@ -81,9 +82,11 @@ class QdrantBackend(IndexBackend):
                candidates: int | None = None, device: torch.device | str | None = None) -> Hits:
         from qdrant_client import models
 
-        if not self.client.collection_exists(self.config.collection) or \
-                self.client.count(self.config.collection).count != len(snapshot):
-            self.sync(snapshot)
+        if self._checked_generation != snapshot.generation:
+            if not self.client.collection_exists(self.config.collection) or \
+                    self.client.count(self.config.collection).count != len(snapshot):
+                self.sync(snapshot)
+            self._checked_generation = snapshot.generation
         # in-process Qdrant always searches exactly; a server uses HNSW unless told otherwise
         params = None if approximate or self.config.url is None else models.SearchParams(exact=True)
         hits = []

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from vlzoo_core.index.store import Shard
-from vlzoo_core.model.scoring import maxsim_block
+from vlzoo_core.model.scoring import maxsim_block, pad_embeddings
 
 PAGES_PER_BLOCK = 32  # 1 MiB of float32 vectors at 256 x 128: the GEMM reads it from cache
 BLOCKS_PER_CHUNK = 16  # top-k merge interval
@@ -32,13 +32,8 @@ class LiveShard:
 
 def prepare_queries(queries: Sequence[torch.Tensor] | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(nq, Lq, D) float32 queries and their (nq, Lq) mask, from padded or per-query (L_i, D) tensors."""
-    if isinstance(queries, torch.Tensor):
-        padded = queries.float()
-    else:
-        padded = torch.nn.utils.rnn.pad_sequence([q.float() for q in queries], batch_first=True)
-    if padded.dim() != 3:
-        raise ValueError(f"queries must be (n, L, D) multi-vector embeddings, got shape {tuple(padded.shape)}")
-    return padded, padded.abs().amax(dim=-1) > 0
+    padded, mask = pad_embeddings(queries)
+    return padded.float(), mask
 
 
 def padded_pages(flat: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
