@@ -10,8 +10,10 @@ opens it and measures, through `Index.search` on query embeddings:
              2 * Lq * pages * tokens * dim per query. `vs mm` is the median, over those queries, of
              (plain matmul time / exact search time), the plain matmul being a float32 torch.mm of the same
              shape ((Lq, D) @ (D, tokens) over the corpus, in chunks of 512 pages, from memory) timed right
-             after each query, so both see the same machine state; `batch vs mm` compares one query of the
-             batch with the median plain matmul
+             after each query, so both see the same machine state. `vs best mm` does the same against the
+             faster of that product and its transpose ((tokens, D) @ (D, Lq), the orientation exact search
+             uses), also timed after each query: the stricter bound. `batch vs mm` compares one query of
+             the batch with the median plain matmul
   approx     candidates (--candidates per query) + exact rerank; recall@10 against exact; speedup =
              exact p50 / approximate p50
   peak RSS   the search process's high-water mark above its RSS after opening the index, for exact search
@@ -95,25 +97,31 @@ def search(root: Path, exact_queries: int, batch: int, candidates: int) -> dict:
     # the plain matmul of the same shape: (Lq, D) @ (D, tokens) over the corpus, from float32 in memory, in
     # chunks of 512 pages; timed right after each exact query, so both see the same machine state
     chunk = torch.randn(512 * tokens, dim)
-    out = torch.empty(lq, chunk.shape[0])
+    out, out_t = torch.empty(lq, chunk.shape[0]), torch.empty(chunk.shape[0], lq)
     chunks = -(-n_pages // 512)
 
-    def plain_matmul(q32: torch.Tensor) -> float:
+    def plain_matmul(q32: torch.Tensor, transposed: bool = False) -> float:
         start = time.perf_counter()
         for _ in range(chunks):
-            torch.mm(q32, chunk.T, out=out)
+            if transposed:
+                torch.mm(chunk, q32.T, out=out_t)
+            else:
+                torch.mm(q32, chunk.T, out=out)
         return (time.perf_counter() - start) * n_pages / (chunks * 512)
 
     plain_matmul(queries[0].float().contiguous())
+    plain_matmul(queries[0].float().contiguous(), transposed=True)
     probe = MemoryProbe("cpu")
     probe.start()
-    single, exact_top, matmul, ratios = [], [], [], []
+    single, exact_top, matmul, ratios, best_ratios = [], [], [], [], []
     for q in queries[:exact_queries]:
         start = time.perf_counter()
         exact_top.append([h.id for h in index.search([q], k=10)[0]])
         single.append(time.perf_counter() - start)
         matmul.append(plain_matmul(q.float().contiguous()))
+        best = min(matmul[-1], plain_matmul(q.float().contiguous(), transposed=True))
         ratios.append(matmul[-1] / single[-1])
+        best_ratios.append(best / single[-1])
     start = time.perf_counter()
     batched = index.search(list(queries[:batch]), k=10)
     batch_s = time.perf_counter() - start
@@ -138,6 +146,7 @@ def search(root: Path, exact_queries: int, batch: int, candidates: int) -> dict:
         "pages": n_pages, "exact_p50_ms": 1e3 * p50, "exact_p95_ms": 1e3 * percentile(single, 0.95),
         "exact_batch_ms_per_query": 1e3 * batch_s / batch, "gflops": flops / p50 / 1e9,
         "matmul_gflops": flops / matmul_s / 1e9, "vs_matmul": statistics.median(ratios),
+        "vs_best_matmul": statistics.median(best_ratios),
         "vs_matmul_batch": matmul_s / (batch_s / batch),
         "approx_p50_ms": 1e3 * statistics.median(approx), "approx_p95_ms": 1e3 * percentile(approx, 0.95),
         "recall10": statistics.mean(recall), "speedup": p50 / statistics.median(approx),
@@ -193,7 +202,8 @@ def main() -> None:
         ("candidates_s", "cand build s", ".1f"), ("candidate_bytes_per_page", "cand B/page", ".0f"),
         ("exact_p50_ms", "exact p50 ms", ".1f"), ("exact_p95_ms", "exact p95 ms", ".1f"),
         ("exact_batch_ms_per_query", "batch ms/q", ".1f"), ("gflops", "GFLOP/s", ".1f"),
-        ("matmul_gflops", "mm GFLOP/s", ".1f"), ("vs_matmul", "vs mm", ".2f"), ("vs_matmul_batch", "batch vs mm", ".2f"),
+        ("matmul_gflops", "mm GFLOP/s", ".1f"), ("vs_matmul", "vs mm", ".2f"),
+        ("vs_best_matmul", "vs best mm", ".2f"), ("vs_matmul_batch", "batch vs mm", ".2f"),
         ("approx_p50_ms", "approx p50 ms", ".1f"), ("approx_p95_ms", "approx p95 ms", ".1f"),
         ("recall10", "recall@10", ".3f"), ("speedup", "speedup", ".1f"),
         ("exact_rss_mib", "exact RSS MiB", ".0f"), ("approx_rss_mib", "approx RSS MiB", ".0f"),

@@ -219,18 +219,20 @@ def stored_corpus(draw):
                for _ in range(draw(st.integers(1, 4)))]
     deleted = draw(st.lists(st.integers(0, 40), max_size=6))
     k = draw(st.integers(1, 15))
-    return shards, queries, deleted, k
+    dtype = draw(st.sampled_from(["float16", "int8"]))
+    block_tokens = draw(st.integers(1, 30))  # one page per block up to a few, so blocks and chunks cross
+    return shards, queries, deleted, k, dtype, block_tokens
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=stored_corpus())
 def test_exact_search_equals_brute_force_maxsim(tmp_path, data):
-    shards, queries, deleted, k = data
+    shards, queries, deleted, k, dtype, block_tokens = data
     root = tmp_path / f"s{abs(hash(str(data))) % 10**8}"
     live, everything, stored = [], [], []
     for s, pages in enumerate(shards):
         records = [PageRecord(f"{s}-{i}", "x", i + 1, "h", p.shape[0], {}) for i, p in enumerate(pages)]
-        write_shard(root, f"shard{s}", records, pages, "float16")
+        write_shard(root, f"shard{s}", records, pages, dtype)
         shard = Shard(root, f"shard{s}")
         mask = torch.ones(len(pages), dtype=torch.bool)
         for row in deleted:
@@ -238,9 +240,9 @@ def test_exact_search_equals_brute_force_maxsim(tmp_path, data):
                 mask[row] = False
         live.append(LiveShard(shard, mask))
         for i, page in enumerate(pages):
-            everything.append(((s << 32) | i, page.half().float()))
+            everything.append(((s << 32) | i, shard.vectors(i, i + 1)))  # dequantized as stored
             stored.append(bool(mask[i]))
-    with mock.patch.multiple(search, PAGES_PER_BLOCK=2, BLOCKS_PER_CHUNK=2):  # many blocks and merges
+    with mock.patch.multiple(search, BLOCK_TOKENS=block_tokens, CHUNK_PAGES=3):  # many blocks and merges
         scores, refs = exact_search(live, queries, k)
     expected = maxsim(queries, [v for _, v in everything])
     expected[:, ~torch.tensor(stored)] = float("-inf")
@@ -317,7 +319,8 @@ def test_pool_factor_1_stores_exactly_the_models_vectors_and_prompt_tokens_can_b
     by_id = {record.id: ref for ref, record in snap.records()}
     for page, vectors in zip(pages, embedded, strict=True):
         ref = by_id[page.id]
-        stored = snap.shards[ref >> 32].block(ref & 0xFFFFFFFF, (ref & 0xFFFFFFFF) + 1)
+        stored, scales = snap.shards[ref >> 32].stored(ref & 0xFFFFFFFF, (ref & 0xFFFFFFFF) + 1)
+        assert scales is None
         expected = vectors[vectors.abs().amax(-1) > 0].half()
         assert torch.equal(stored, expected)
 

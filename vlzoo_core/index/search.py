@@ -1,10 +1,11 @@
 """Exact MaxSim search over memory-mapped shards, and the exact rerank of approximate candidates.
 
-Scores come from the core's `maxsim_block`, one GEMM per block of PAGES_PER_BLOCK pages: a block is read
-from the map and converted to float32 right before its GEMM, while it is still in cache, which is what
-makes a single query run at matmul speed (converting a whole shard first made it memory-bound). The
-running top-k is merged after every chunk of blocks, so memory is bounded by the block and chunk sizes,
-not by the corpus. Ties keep the earlier page (shard order, then row order).
+Scores come from the core's `MaxSimScorer`, one GEMM per block of about BLOCK_TOKENS stored vectors. A
+block is read from the map and converted to float32 into a reused buffer right before its GEMM, while it
+is still in cache: converting a whole shard first made search memory-bound, and a fresh buffer per block
+made it pay the allocator's page faults. The running top-k is merged after every chunk of blocks, so
+memory is bounded by the block and chunk sizes, not by the corpus. Ties keep the earlier page (shard
+order, then row order).
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from vlzoo_core.index.store import Shard
-from vlzoo_core.model.scoring import maxsim_block, pad_embeddings
+from vlzoo_core.model.scoring import MaxSimScorer, ScratchBuffers, maxsim_block, pad_embeddings
 
-PAGES_PER_BLOCK = 32  # 1 MiB of float32 vectors at 256 x 128: the GEMM reads it from cache
-BLOCKS_PER_CHUNK = 16  # top-k merge interval
+BLOCK_TOKENS = 8192  # stored vectors per GEMM: 4 MiB of float32 at D = 128, read from cache
+CHUNK_PAGES = 512  # top-k merge interval
 QUERY_GROUP = 16  # queries scored together; more are split into groups, each reading the corpus once
 
 
@@ -36,17 +37,38 @@ def prepare_queries(queries: Sequence[torch.Tensor] | torch.Tensor) -> tuple[tor
     return padded.float(), mask
 
 
-def padded_pages(flat: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """(n, Lmax, D) pages from flat (T, D) vectors, each page padded with copies of its first vector."""
-    n = lengths.numel()
+def _padding_index(lengths: torch.Tensor) -> torch.Tensor | None:
+    """Flat row index that lays out pages of `lengths` as (n, Lmax), each padded with its first row;
+    None when every page has the same length (the flat rows are already that layout)."""
     longest = int(lengths.max())
     if int(lengths.min()) == longest:
-        return flat.view(n, longest, flat.shape[-1])
-    starts = torch.zeros(n, dtype=torch.int64)
+        return None
+    starts = torch.zeros_like(lengths)
     starts[1:] = torch.cumsum(lengths, 0)[:-1]
     position = torch.arange(longest)[None, :]
-    index = starts[:, None] + torch.where(position < lengths[:, None], position, 0)
-    return flat[index]
+    return (starts[:, None] + torch.where(position < lengths[:, None], position, 0)).reshape(-1)
+
+
+def padded_pages(flat: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """(n, Lmax, D) pages from flat (T, D) vectors, each padded with copies of its first vector."""
+    index = _padding_index(lengths)
+    if index is None:
+        return flat.view(lengths.numel(), -1, flat.shape[-1])
+    return flat[index].view(lengths.numel(), -1, flat.shape[-1])
+
+
+def _staged_pages(stored: torch.Tensor, scales: torch.Tensor | None, lengths: torch.Tensor,
+                  buffers: ScratchBuffers) -> torch.Tensor:
+    """Stored (T, D) vectors of pages of `lengths` as float32 (n, Lmax, D) on the buffers' device: dequantized,
+    padded with duplicates, in reused buffers (valid until the next call)."""
+    flat = buffers.take("search.flat", tuple(stored.shape)).copy_(stored)
+    if scales is not None:
+        flat.mul_(scales.to(flat.device)[:, None])
+    index = _padding_index(lengths)
+    if index is not None:
+        flat = torch.index_select(flat, 0, index.to(flat.device),
+                                  out=buffers.take("search.padded", (index.numel(), flat.shape[1])))
+    return flat.view(lengths.numel(), -1, flat.shape[1])
 
 
 def _merge(best_scores: torch.Tensor, best_refs: torch.Tensor, scores: torch.Tensor, refs: torch.Tensor,
@@ -74,29 +96,35 @@ def exact_search(
                  for i in range(0, q.shape[0], QUERY_GROUP)]
         return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
     device = torch.device(device) if device is not None else torch.device("cpu")
-    q, q_mask = q.to(device), q_mask.to(device)
+    buffers = ScratchBuffers(device)
+    scorer = MaxSimScorer(q.to(device), q_mask.to(device), buffers)
     best_scores = torch.empty(q.shape[0], 0, device=device)
     best_refs = torch.empty(q.shape[0], 0, dtype=torch.int64, device=device)
-    chunk = PAGES_PER_BLOCK * BLOCKS_PER_CHUNK
     for shard_index, entry in enumerate(shards):
         shard, live = entry.shard, entry.live
         if not bool(live.any()):
             continue
-        lengths = shard.offsets[1:] - shard.offsets[:-1]
+        stored, scales = shard.stored()
+        offsets = shard.offsets.tolist()
+        lengths = shard.offsets.diff()
+        block = max(1, BLOCK_TOKENS // max(1, int(lengths.max())))
+        chunk = block * max(1, CHUNK_PAGES // block)
         for start in range(0, len(live), chunk):
             stop = min(start + chunk, len(live))
             keep = live[start:stop]
             if not bool(keep.any()):
                 continue
-            scores = torch.cat([
-                maxsim_block(q, q_mask, padded_pages(shard.block(s, min(s + PAGES_PER_BLOCK, stop)),
-                                                     lengths[s : min(s + PAGES_PER_BLOCK, stop)])
-                             .to(device, torch.float32))
-                for s in range(start, stop, PAGES_PER_BLOCK)
-            ], dim=1)
-            keep = keep.to(device)
+            scores = buffers.take("search.scores", (stop - start, q.shape[0]))
+            for s in range(start, stop, block):
+                e = min(s + block, stop)
+                lo, hi = offsets[s], offsets[e]
+                pages = _staged_pages(stored[lo:hi], None if scales is None else scales[lo:hi], lengths[s:e], buffers)
+                scorer.scores(pages, out=scores[s - start : e - start])
             refs = (shard_index << 32) + torch.arange(start, stop, device=device)
-            best_scores, best_refs = _merge(best_scores, best_refs, scores[:, keep], refs[keep][None, :], k)
+            if not bool(keep.all()):
+                keep = keep.to(device)
+                scores, refs = scores[keep], refs[keep]
+            best_scores, best_refs = _merge(best_scores, best_refs, scores.T, refs[None, :], k)
         shard.release()
     return best_scores.cpu(), best_refs.cpu()
 

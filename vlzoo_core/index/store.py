@@ -266,19 +266,19 @@ class Shard:
 
     def vectors(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
         """float32 (T, D) vectors of pages [start, stop), dequantized (a copy; the map stays untouched)."""
-        return self.block(start, stop).to(torch.float32)
+        stored, scales = self.stored(start, stop)
+        vectors = stored.to(torch.float32)
+        return vectors * scales[:, None] if scales is not None else vectors
 
-    def block(self, start: int = 0, stop: int | None = None) -> torch.Tensor:
-        """(T, D) vectors of pages [start, stop) as cheaply as possible: float16 shards give a read-only view
-        of the map (no copy; convert it in cache-sized pieces), int8 shards dequantized float32."""
+    def stored(self, start: int = 0, stop: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The stored (T, D) vectors of pages [start, stop) and, for int8 shards, their (T,) float32 scales:
+        read-only views of the map, no copy (the dequantized value of a row is vectors * scale)."""
         self._open()
         offsets = self._tensors["offsets"]
         stop = len(offsets) - 1 if stop is None else stop
         lo, hi = int(offsets[start]), int(offsets[stop])
-        stored = self._tensors["vectors"][lo:hi]
-        if "scales" in self._tensors:
-            return stored.to(torch.float32) * self._tensors["scales"][lo:hi, None]
-        return stored
+        scales = self._tensors.get("scales")
+        return self._tensors["vectors"][lo:hi], (scales[lo:hi] if scales is not None else None)
 
     def release(self) -> None:
         """Drop the mapped pages from memory (they are read again from disk if needed)."""
