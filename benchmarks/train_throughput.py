@@ -50,9 +50,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import REPO, MemoryProbe, emit, environment, run_worker, table  # noqa: E402
+from _common import REPO, TINY_TOKENIZER, MemoryProbe, emit, environment, run_worker, table  # noqa: E402
 
-TINY_TOKENIZER = {"tokenizer": "colllava:assets/tiny_tokenizer", "image_token_id": 3}
 MODELS = {
     "tiny": {"name": "colllava_tiny", "lora": "quickstart.yaml components",
              "defaults": {"cpu": (32, 3, 30), "cuda": (32, 3, 30)}},  # (batch, warm-up, steps)

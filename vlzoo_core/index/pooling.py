@@ -93,9 +93,12 @@ def _ward_labels(x: torch.Tensor, valid: torch.Tensor, merges: torch.Tensor) -> 
         sums = sums.gather(1, keep[..., None].expand(-1, -1, dim))
         sizes, active, first, level = (t.gather(1, keep) for t in (sizes, active, first, level))
         cost = _ward_distances(sums, sizes, active, metric, centre)
-        nearest_cost, nearest = cost.min(dim=2)
-        ties = cost == nearest_cost[..., None]
-        if bool(((ties.sum(dim=2) > 1) & torch.isfinite(nearest_cost)).any()):
+        # The two smallest costs in one pass: an equal second one is a tie (counting every equal cost would
+        # convert the whole (B, W, W) comparison to integers).
+        two = cost.topk(min(2, cost.shape[2]), dim=2, largest=False)
+        nearest_cost, nearest = two.values[..., 0], two.indices[..., 0]
+        if cost.shape[2] > 1 and bool(((two.values[..., 1] == nearest_cost) & torch.isfinite(nearest_cost)).any()):
+            ties = cost == nearest_cost[..., None]
             # Equal costs (duplicate tokens) would all point at the same first index, one merge a round;
             # a symmetric pseudo-random order among them keeps the merges per round a fraction of all.
             nearest = torch.where(ties, _tie_breaks(cost.shape[1], x.device), 2).argmin(dim=2)
