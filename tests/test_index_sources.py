@@ -282,7 +282,7 @@ def test_hub_dataset_rows_become_pages(monkeypatch):
         features=datasets.Features({"image": datasets.Image(), "page_id": datasets.Value("string")}),
     )
     asked = []
-    monkeypatch.setattr(datasets, "load_dataset", lambda name, split: asked.append((name, split)) or fake)
+    monkeypatch.setattr(datasets, "load_dataset", lambda name, config, split, revision: asked.append((name, split)) or fake)
     pages = pages_of(["hub:owner/name"], table=TableOptions(split="test"), metadata={"hub:owner/name": {"k": 1}})
     assert asked == [("owner/name", "test")]
     assert [(p.id, p.source, p.page, p.image.size, p.metadata) for p in pages] == [

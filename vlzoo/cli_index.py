@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from vlzoo.cli_processes import is_main_process, leave_process_group, process_device
 from vlzoo_core.errors import SearchIndexError
 
 INDEX_ACTIONS = ("info", "rm", "compact")
@@ -25,19 +26,6 @@ def _metadata(path: str | None) -> dict[str, dict[str, Any]] | None:
     return data
 
 
-def _distributed_device():
-    """Join the process group when started by `accelerate launch` with several processes; the device to use."""
-    import os
-
-    import torch
-
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.distributed.is_initialized():
-        from accelerate import PartialState
-
-        return PartialState(cpu=not torch.cuda.is_available()).device
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def cmd_index(args: argparse.Namespace) -> int:
     from vlzoo_core.index.index import Index
     from vlzoo_core.index.manifest import MANIFEST_FILE
@@ -49,7 +37,7 @@ def cmd_index(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise SearchIndexError(f"--batch-size must be at least 1, got {args.batch_size}")
     metadata = _metadata(args.metadata)
-    device = _distributed_device()
+    device = process_device()
     exists = (Path(args.out) / MANIFEST_FILE).exists()
     if args.model is None:
         if not exists:
@@ -71,17 +59,12 @@ def cmd_index(args: argparse.Namespace) -> int:
     report = index.add(args.sources, metadata=metadata, table=table, strict=args.strict,
                        delete_missing=args.delete_missing, batch_size=args.batch_size,
                        progress=sys.stderr.isatty())
-    import torch
-
-    distributed = torch.distributed.is_initialized()
-    if not distributed or torch.distributed.get_rank() == 0:
+    if is_main_process():
         print(report.summary())
         info = index.info()
         print(f"{args.out}: {info['pages']} pages from {info['documents']} documents, "
               f"{info['bytes_per_page'] / 1024:.1f} KiB per page")
-    if distributed:  # leave together; a process exiting with a live process group aborts in gloo's threads
-        torch.distributed.barrier()
-        torch.distributed.destroy_process_group()
+    leave_process_group()
     return 0
 
 
@@ -168,7 +151,7 @@ def add_index_parsers(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--pool-factor", type=int, default=1, metavar="K",
                    help="keep about 1/K of each page's vectors by hierarchical pooling (default 1: all)")
     p.add_argument("--drop-prompt-tokens", action="store_true", help="store only the image tokens' vectors")
-    p.add_argument("--vector-dtype", choices=("float16", "int8"), default="float16",
+    p.add_argument("--vector-dtype", choices=("float16", "float32", "int8"), default="float16",
                    help="stored vector type (int8: with one scale per vector; default float16)")
     p.add_argument("--dpi", type=int, default=150, help="PDF rendering resolution (default 150)")
     p.add_argument("--batch-size", type=int, default=4, help="pages per forward pass (default 4)")

@@ -15,7 +15,7 @@ import contextlib
 import hashlib
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from vlzoo_core.index.encode import PageEncoder
 from vlzoo_core.index.manifest import MANIFEST_FILE, BackendRef, Manifest, ModelIdentity, Pooling, read_manifest
 from vlzoo_core.index.models import check_same_model, identify, reload_model
 from vlzoo_core.index.snapshot import Snapshot
-from vlzoo_core.index.sources import DEFAULT_DPI, SkipReport, TableOptions, iter_pages
+from vlzoo_core.index.sources import DEFAULT_DPI, Page, SkipReport, TableOptions, iter_pages
 from vlzoo_core.index.store import (
     CommitRecord,
     PageRecord,
@@ -273,6 +273,21 @@ class Index:
         progress: bool = False,
     ) -> AddReport:
         """Index new and changed pages of `sources`; with `delete_missing`, drop pages no source has now."""
+        return self.add_pages(
+            lambda skipped: iter_pages(sources, dpi=self.manifest.dpi, strict=strict, metadata=metadata,
+                                       table=table, skipped=skipped),
+            delete_missing=delete_missing, batch_size=batch_size, progress=progress)
+
+    def add_pages(
+        self,
+        pages: Callable[[SkipReport], Iterable[Page]],
+        *,
+        delete_missing: bool = False,
+        batch_size: int = 4,
+        progress: bool = False,
+    ) -> AddReport:
+        """Index new and changed pages from `pages(skipped)`, which yields `Page`s and counts what it skips in
+        `skipped` (see `sources.iter_pages` and `sources.table_pages`); called once, on every process."""
         ranks = _Ranks()
         started = time.perf_counter()
         report = AddReport(processes=ranks.world)
@@ -284,9 +299,8 @@ class Index:
             seen: set[str] = set()
             replaced: list[int] = []
             with ranks.together("indexing"):
-                pages = iter_pages(sources, dpi=self.manifest.dpi, strict=strict, metadata=metadata, table=table,
-                                   skipped=report.skipped)
-                bar = tqdm(pages, desc="indexing", unit="page", disable=not progress or ranks.rank != 0)
+                bar = tqdm(pages(report.skipped), desc="indexing", unit="page",
+                           disable=not progress or ranks.rank != 0)
                 for page in bar:
                     seen.add(page.id)
                     ref = snapshot.ref_of_id(page.id)

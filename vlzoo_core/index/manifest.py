@@ -51,7 +51,7 @@ class Manifest(StrictModel):
     model: ModelIdentity
     dim: int = Field(gt=0)
     multi_vector: bool = True
-    dtype: Literal["float16", "int8"] = "float16"
+    dtype: Literal["float16", "float32", "int8"] = "float16"
     pooling: Pooling = Field(default_factory=Pooling)
     backend: BackendRef = Field(default_factory=BackendRef)
     shard_size: int = Field(1024, ge=1)

@@ -12,7 +12,7 @@ import io
 import math
 import os
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import Any
@@ -21,6 +21,7 @@ import numpy as np
 import pypdfium2 as pdfium
 from PIL import Image
 
+from vlzoo_core.data.tables import TABLE_SUFFIXES, TableReader, open_hub, open_table_files
 from vlzoo_core.errors import VlzooError
 
 DEFAULT_DPI = 150
@@ -30,11 +31,9 @@ MAX_PAGE_PIXELS = 40_000_000
 
 PDF_SUFFIXES = frozenset({".pdf"})
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".tif", ".tiff", ".bmp", ".gif"})
-TABLE_SUFFIXES = frozenset({".parquet", ".arrow"})
 HUB_PREFIX = "hub:"
 IMAGE_COLUMNS = ("image", "page", "page_image", "img")
 ID_COLUMNS = ("id", "page_id", "doc_id", "image_filename", "corpus-id")
-_ROWS_PER_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -178,20 +177,22 @@ def _decode(image: Image.Image, frame: int = 0) -> Image.Image:
 
 
 @dataclass(frozen=True)
+class _Table:
+    reader: TableReader
+    image_column: str
+    id_column: str | None
+
+    @property
+    def source(self) -> str:
+        return self.reader.source
+
+
+@dataclass(frozen=True)
 class _File:
     path: Path
     source: str
     kind: str | None  # "pdf", "image", or None when unsupported
     note: str = ""
-
-
-@dataclass(frozen=True)
-class _Table:
-    source: str
-    image_column: str
-    id_column: str | None
-    batches: Callable[[list[str]], Iterator[dict[str, list]]]
-    folder: Path | None  # relative image paths in cells are relative to it
 
 
 def _kind(path: PurePath) -> str | None:
@@ -223,109 +224,24 @@ def _folder_files(folder: Path) -> list[_File]:
     return found
 
 
-def _pick_column(
-    role: str, wanted: str | None, candidates: Sequence[str], columns: list[str], source: str
-) -> str | None:
-    found = ", ".join(columns) or "none"
-    if wanted is not None:
-        if wanted not in columns:
-            raise VlzooError(f"{source}: no {role} column {wanted!r} (columns found: {found})")
-        return wanted
-    return next((name for name in candidates if name in columns), None)
-
-
-def _table(
-    source: str,
-    columns: list[str],
-    rows: int,
-    batches: Callable[[list[str]], Iterator[dict[str, list]]],
-    folder: Path | None,
-    options: TableOptions,
-) -> _Table:
-    image_column = _pick_column("image", options.image_column, IMAGE_COLUMNS, columns, source)
+def _table(reader: TableReader, options: TableOptions) -> _Table:
+    image_column = reader.column("image", options.image_column, IMAGE_COLUMNS)
     if image_column is None:
         raise VlzooError(
-            f"{source}: no image column (looked for {', '.join(IMAGE_COLUMNS)}; columns found: "
-            f"{', '.join(columns) or 'none'}); name the image column"
+            f"{reader.source}: no image column (looked for {', '.join(IMAGE_COLUMNS)}; columns found: "
+            f"{', '.join(reader.columns) or 'none'}); name the image column"
         )
-    id_column = _pick_column("id", options.id_column, ID_COLUMNS, columns, source)
-    if rows == 0:
-        raise VlzooError(f"{source}: the table has no rows")
-    return _Table(source, image_column, id_column, batches, folder)
-
-
-def _parquet_table(path: Path, options: TableOptions) -> _Table:
-    import pyarrow.parquet as pq
-
-    try:
-        metadata = pq.read_metadata(path)
-        columns = metadata.schema.to_arrow_schema().names
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
-        raise VlzooError(f"cannot read table {path}: {exc}") from exc
-
-    def batches(wanted: list[str]) -> Iterator[dict[str, list]]:
-        with pq.ParquetFile(path) as reader:
-            for batch in reader.iter_batches(batch_size=_ROWS_PER_BATCH, columns=wanted):
-                yield batch.to_pydict()
-
-    return _table(path.name, columns, metadata.num_rows, batches, path.parent, options)
-
-
-def _open_arrow(source: Any) -> tuple[Any, Iterator]:
-    """The schema and record batches of an Arrow IPC file, in the file or the stream format (datasets
-    writes streams)."""
-    import pyarrow as pa
-
-    try:
-        reader = pa.ipc.open_file(source)
-        return reader.schema, (reader.get_batch(i) for i in range(reader.num_record_batches))
-    except pa.ArrowInvalid:
-        source.seek(0)
-        reader = pa.ipc.open_stream(source)
-        return reader.schema, iter(reader)
-
-
-def _arrow_table(path: Path, options: TableOptions) -> _Table:
-    import pyarrow as pa
-
-    try:
-        with pa.memory_map(str(path)) as source:
-            schema, batches = _open_arrow(source)
-            rows = sum(batch.num_rows for batch in batches)
-    except Exception as exc:  # noqa: BLE001 - pyarrow raises ArrowInvalid, OSError, ...
-        raise VlzooError(f"cannot read table {path}: {exc}") from exc
-
-    def row_batches(wanted: list[str]) -> Iterator[dict[str, list]]:
-        with pa.memory_map(str(path)) as source:
-            for batch in _open_arrow(source)[1]:
-                batch = batch.select(wanted)
-                for start in range(0, batch.num_rows, _ROWS_PER_BATCH):
-                    yield batch.slice(start, _ROWS_PER_BATCH).to_pydict()
-
-    return _table(path.name, schema.names, rows, row_batches, path.parent, options)
+    id_column = reader.column("id", options.id_column, ID_COLUMNS)
+    if reader.rows == 0:
+        raise VlzooError(f"{reader.source}: the table has no rows")
+    return _Table(reader, image_column, id_column)
 
 
 def _hub_table(source: str, options: TableOptions) -> _Table:
-    import datasets
-
     name = source[len(HUB_PREFIX):]
     if not name:
         raise VlzooError(f"{source!r}: write a Hub dataset as hub:owner/name")
-    try:
-        dataset = datasets.load_dataset(name, split=options.split)
-    except Exception as exc:  # noqa: BLE001 - offline, missing, gated, bad split, ...
-        message = " ".join(str(exc).split())
-        raise VlzooError(f"cannot load Hub dataset {source!r} (split {options.split!r}): {message}") from exc
-
-    def batches(wanted: list[str]) -> Iterator[dict[str, list]]:
-        selected = dataset.select_columns(wanted)
-        for column in wanted:
-            if isinstance(selected.features[column], datasets.Image):
-                # Undecoded, so the page size is checked before decoding and a bad image costs one row.
-                selected = selected.cast_column(column, datasets.Image(decode=False))
-        yield from selected.iter(batch_size=_ROWS_PER_BATCH)
-
-    return _table(source, dataset.column_names, len(dataset), batches, None, options)
+    return _table(open_hub(name, split=options.split, source=source), options)
 
 
 def _plan(sources: Sequence[str | Path], options: TableOptions) -> list[_File | _Table]:
@@ -339,10 +255,8 @@ def _plan(sources: Sequence[str | Path], options: TableOptions) -> list[_File | 
             items.extend(_folder_files(path))
         elif not path.is_file():
             raise VlzooError(f"source not found: {str(source)!r}")
-        elif path.suffix.lower() == ".parquet":
-            items.append(_parquet_table(path, options))
-        elif path.suffix.lower() == ".arrow":
-            items.append(_arrow_table(path, options))
+        elif path.suffix.lower() in TABLE_SUFFIXES:
+            items.append(_table(open_table_files([path]), options))
         else:
             items.append(_File(path, path.name, _kind(path)))
     first: dict[str, Path] = {}
@@ -447,7 +361,7 @@ def _cell_image(cell: Any, folder: Path | None) -> Image.Image:
 def _table_pages(table: _Table, skip: _Skip) -> Iterator[tuple[int, str, Image.Image]]:
     wanted = [table.image_column] + ([table.id_column] if table.id_column else [])
     row = 0
-    for batch in table.batches(wanted):
+    for batch in table.reader.batches(wanted):
         keys = batch[table.id_column] if table.id_column else None
         for position, cell in enumerate(batch[table.image_column]):
             row += 1
@@ -456,11 +370,38 @@ def _table_pages(table: _Table, skip: _Skip) -> Iterator[tuple[int, str, Image.I
                 skip("missing id", table.source, f"row {row}: no {table.id_column!r} value")
                 continue
             try:
-                image = _cell_image(cell, table.folder)
+                image = _cell_image(cell, table.reader.folder)
             except _Unusable as exc:
                 skip(exc.reason, table.source, f"row {row}: {exc.detail}")
                 continue
             yield row, str(key), image
+
+
+def cell_pages(
+    cells: Iterable[tuple[str, Any]],
+    *,
+    source: str,
+    folder: Path | None = None,
+    strict: bool = False,
+    skipped: SkipReport | None = None,
+) -> Iterator[Page]:
+    """Pages from (id, image cell) pairs, e.g. a dataset's corpus: cells as tables hold them (bytes, a path
+    relative to `folder`, or a `{"bytes", "path"}` dict). A bad cell is skipped and counted in `skipped`
+    (or raised with `strict`); ids must be unique. `Page.page` is the pair's position, from 1."""
+    report = skipped if skipped is not None else SkipReport()
+    seen: set[str] = set()
+    for number, (page_id, cell) in enumerate(cells, start=1):
+        if page_id in seen:
+            raise VlzooError(f"{source}: duplicate page id {page_id!r}")
+        seen.add(page_id)
+        try:
+            image = _cell_image(cell, folder)
+        except _Unusable as exc:
+            if strict:
+                raise VlzooError(f"{source}: {exc.reason}: page {page_id!r}: {exc.detail}") from exc
+            report.add(exc.reason, source, f"page {page_id!r}: {exc.detail}")
+            continue
+        yield Page(page_id, source, number, _sha256(image), image, {})
 
 
 def iter_pages(

@@ -4,7 +4,7 @@
       manifest.json              model identity, vector dim and dtype, pooling, backend (written at creation)
       COMMIT.json                the commit record: live shards, deleted rows, last run's skip report
       shards/NAME.parquet        page table of one shard: id, source, page, sha256, n_vectors, metadata (JSON)
-      shards/NAME.safetensors    vectors (T, D) float16 or int8, scales (T,) for int8, offsets (n + 1,)
+      shards/NAME.safetensors    vectors (T, D) float16, float32 or int8, scales (T,) for int8, offsets (n + 1,)
 
 A shard is never changed once written; it becomes visible only when a commit record names it, and the
 commit record is replaced atomically (write, fsync, rename). Readers therefore see the previous commit
@@ -124,9 +124,9 @@ def write_commit(root: Path, commit: CommitRecord) -> None:
 
 
 def quantize(vectors: torch.Tensor, dtype: str) -> dict[str, torch.Tensor]:
-    """The stored form of float32 (T, D) vectors: float16, or int8 with one float32 scale per vector."""
-    if dtype == "float16":
-        return {"vectors": vectors.to(torch.float16).contiguous()}
+    """The stored form of float32 (T, D) vectors: float16, float32, or int8 with one float32 scale per vector."""
+    if dtype in ("float16", "float32"):
+        return {"vectors": vectors.to(getattr(torch, dtype)).contiguous()}
     scales = vectors.abs().amax(dim=-1).clamp_min(1e-12) / 127.0
     quantized = torch.round(vectors / scales[:, None]).clamp_(-127, 127).to(torch.int8)
     return {"vectors": quantized.contiguous(), "scales": scales.to(torch.float32).contiguous()}
