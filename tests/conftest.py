@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -40,6 +41,15 @@ def tiny_model():
     """One random-init colllava_tiny in eval mode, shared by read-only tests."""
     torch.manual_seed(0)
     return vlzoo.build("colllava_tiny").eval()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    """A saved random-init colllava_tiny: the CLI can load it again, so an index or eval cache remembers it."""
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("model") / "tiny"
+    vlzoo.build("colllava_tiny").save_pretrained(folder)
+    return folder
 
 
 def make_page(seed: int, size: tuple[int, int] = (64, 48)) -> Image.Image:

@@ -1,4 +1,5 @@
-"""Helpers shared by test modules: fake installed plugin distributions and running the vlzoo CLI for real."""
+"""Helpers shared by test modules: fake installed plugin distributions and running the vlzoo CLI, in process
+or for real."""
 
 from __future__ import annotations
 
@@ -52,3 +53,20 @@ def subprocess_env(extra_path: Path | None = None) -> dict[str, str]:
 
 def run_process(args: list[str], cwd: Path, extra_path: Path | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(args, cwd=cwd, env=subprocess_env(extra_path), capture_output=True, text=True, timeout=120)
+
+
+def run_in_process(capsys, *argv: object) -> tuple[int, str, str]:
+    """`vlzoo ARGV` in this process: (exit code, stdout, stderr)."""
+    from vlzoo.cli import main
+
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_error_line(err: str) -> str:
+    """The single `vlzoo: error: ...` line a usage error prints (no traceback, nothing else)."""
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("vlzoo: error: "), err
+    assert "Traceback" not in err
+    return lines[0]

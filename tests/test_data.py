@@ -515,9 +515,8 @@ def test_eval_pairs(tmp_path, cache, tiny_model, caplog):
     write_parquet(tmp_path / "eval.parquet", ["a", "", "c", "d"], [png(1), png(2), CORRUPT, png(4)])
     loaded = load_source(source("parquet", tmp_path / "eval.parquet", columns=MAPPED), cache_dir=cache)
     with caplog.at_level(logging.WARNING, logger="vlzoo.data"):
-        queries, pages, relevant = eval_pairs(loaded)
+        queries, pages = eval_pairs(loaded)
     assert queries == ["a", "d"]
-    assert relevant == [{0}, {1}]
     assert isinstance(pages, PageList) and len(pages) == 2
     assert pixels(pages[1]) == pixels(make_page(4, (40, 30)))
     assert [pixels(p) for p in pages[0:2]] == [pixels(make_page(1, (40, 30))), pixels(make_page(4, (40, 30)))]
@@ -529,7 +528,6 @@ def test_eval_pairs(tmp_path, cache, tiny_model, caplog):
 
 def test_eval_pairs_each_row_is_its_own_page():
     same = make_page(7)
-    queries, pages, relevant = eval_pairs([{"query": "x", "image": same}, {"query": "y", "image": same},
-                                           {"query": "x", "image": make_page(8)}])
+    queries, pages = eval_pairs([{"query": "x", "image": same}, {"query": "y", "image": same},
+                                 {"query": "x", "image": make_page(8)}])
     assert queries == ["x", "y", "x"] and len(pages) == 3
-    assert relevant == [{0}, {1}, {2}]

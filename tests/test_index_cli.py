@@ -14,30 +14,9 @@ import pytest
 import torch
 
 import vlzoo
-from tests.helpers import subprocess_env, vlzoo_script
+from tests.helpers import one_error_line, subprocess_env, vlzoo_script
+from tests.helpers import run_in_process as run
 from tests.index_corpus import encrypted_pdf, make_corpus, synthetic_pages, write_pdf, zero_page_pdf
-from vlzoo.cli import main
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    """A saved random-init colllava_tiny: the CLI can load it again, so its index remembers it."""
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("model") / "tiny"
-    vlzoo.build("colllava_tiny").save_pretrained(folder)
-    return folder
-
-
-def run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_error_line(err: str) -> str:
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("vlzoo: error: "), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 # ---- inputs that are skipped, counted and reported (or errors with --strict) ---------------------------

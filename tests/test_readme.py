@@ -40,8 +40,9 @@ def test_ci_runs_the_readme_commands():
     assert test in ci, f"README test command {test!r} is not what .ci/run runs"
 
 
-def test_index_quick_start_finds_the_held_out_page_at_rank_1(tmp_path):
-    """The README's train -> index -> search walk-through, command by command, offline."""
+def test_index_and_eval_quick_starts(tmp_path):
+    """The README's train -> index -> search and train -> eval walk-throughs, command by command, offline: the
+    held-out page comes back at rank 1, and the eval scores the trained run, then finds its corpus cached."""
     import json
     import shlex
     import subprocess
@@ -50,16 +51,17 @@ def test_index_quick_start_finds_the_held_out_page_at_rank_1(tmp_path):
 
     train = next(line for block in _code_blocks("bash") for line in block.splitlines()
                  if line.startswith("vlzoo train"))
-    walkthrough = README.split("<!-- index-quickstart -->", 1)[1]
-    commands = [line.split("#")[0].strip() for line in re.search(r"```bash\n(.*?)```", walkthrough, re.S).group(1)
-                .splitlines() if line.strip()]
+    commands, eval_commands = (
+        [line.split("#")[0].strip() for line in re.search(r"```bash\n(.*?)```", README.split(marker, 1)[1], re.S)
+         .group(1).splitlines() if line.strip()]
+        for marker in ("<!-- index-quickstart -->", "<!-- eval-quickstart -->"))
     (tmp_path / "examples").symlink_to(ROOT / "examples")
+    env = {**subprocess_env(), "VLZOO_CACHE": str(tmp_path / "cache")}
 
     def run(command: str, *extra: str) -> str:
         argv = shlex.split(command)
         argv = [vlzoo_script(), *argv[1:]] if argv[0] == "vlzoo" else [sys.executable, *argv[1:]]
-        done = subprocess.run([*argv, *extra], cwd=tmp_path, env=subprocess_env(), capture_output=True, text=True,
-                              timeout=1200)
+        done = subprocess.run([*argv, *extra], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200)
         assert done.returncode == 0, f"{command}: {done.stderr[-2000:]}"
         return done.stdout
 
@@ -79,3 +81,15 @@ def test_index_quick_start_finds_the_held_out_page_at_rank_1(tmp_path):
     every = json.loads(run(f"vlzoo search runs/held-out-index -k 1 --json {shlex.join(queries)}"))
     at_rank_1 = sum(row["results"][0]["page"] == queries[row["query"]] for row in every)
     assert at_rank_1 >= 14, f"{at_rank_1} of {len(queries)} held-out pages at rank 1"  # 16 of 16 when written
+
+    run(eval_commands[0])
+    first = json.loads(run(eval_commands[1], "--json"))["tasks"][0]
+    assert first["vlzoo"]["encoded_pages"] == 128 and first["scores"]["test"][0]["queries"] == 128
+    assert first["scores"]["test"][0]["ndcg_at_5"] >= 0.8, first["scores"]["test"][0]
+    again = run(eval_commands[1]).splitlines()  # the table: the last column says how many pages were encoded
+    assert again[0].split()[-1] == "encoded" and again[2].split()[-1] == "0", again
+    pooled = json.loads(run(eval_commands[2], "--json"))["tasks"][0]
+    assert pooled["vlzoo"]["pool_factor"] == 3 and pooled["vlzoo"]["index"] != first["vlzoo"]["index"]
+    assert pooled["scores"]["test"][0]["ndcg_at_5"] >= 0.7
+    assert json.loads((tmp_path / "results" / "runs_quickstart" / "results.json").read_text())["tasks"][0][
+        "vlzoo"]["pool_factor"] == 3  # the last command's results, where the README says

@@ -250,8 +250,8 @@ BAD_CONFIGS = [
     pytest.param(Bad(_set("optim", "lr", -1e-4), ("optim.lr", "greater than 0")), id="negative-lr"),
     pytest.param(Bad(_set("lora", "r", 0), ("lora.r", "greater than 0")), id="lora-r-zero"),
     pytest.param(Bad(_set("optim", "precision", "fp8"), ("optim.precision", "fp32")), id="unknown-precision"),
-    pytest.param(Bad(_set("eval", "metrics", ["ndcg@5", "ndcg@3"]), ("eval.metrics", "ndcg@10")),
-                 id="unknown-eval-metric"),
+    pytest.param(Bad(_set("eval", "metrics", ["ndcg@5", "bleu@3"]),
+                     ("eval.metrics", "unknown metric 'bleu@3'", "ndcg@K")), id="unknown-eval-metric"),
     pytest.param(Bad(_pop("optim", "max_steps"), ("optim", "epochs", "max_steps")), id="neither-epochs-nor-max-steps"),
     pytest.param(Bad(_set("lora", "components", "visiontower", "lora"), ("lora.components", "vision_tower")),
                  id="unknown-lora-component"),
@@ -551,11 +551,9 @@ def test_quickstart_trains_and_writes_its_output_folder(quick_run):
 
 
 def test_quickstart_output_reloads_and_reproduces_its_metric(quick_run):
-    import torch
-
     import vlzoo
     from vlzoo_core.data.synthetic import synthetic_dataset
-    from vlzoo_core.evaluation.metrics import retrieval_metrics
+    from vlzoo_core.training.evaluation import EvalSet, evaluate_retriever
     from vlzoo_core.training.run_config import SyntheticSource
 
     assert quick_run.code == 0
@@ -564,12 +562,9 @@ def test_quickstart_output_reloads_and_reproduces_its_metric(quick_run):
     options = SyntheticSource(**quick_run.config["data"]["eval"]["synthetic"])
     assert options.pages == QUICK["eval_pages"]
     dataset = synthetic_dataset(options)
-    batch_size = quick_run.config["eval"]["batch_size"]
-    with torch.no_grad():
-        pages = retriever.embed_images(list(dataset["image"]), batch_size=batch_size, progress=False)
-        queries = retriever.embed_queries(list(dataset["query"]), batch_size=batch_size, progress=False)
-    scores = retriever.score(queries, pages)
-    recomputed = retrieval_metrics(scores, [{i} for i in range(len(dataset))], ["ndcg@5"])["ndcg@5"]
+    eval_set = EvalSet.from_rows(list(dataset["query"]), list(dataset["image"]))
+    recomputed = evaluate_retriever(retriever, eval_set, ["ndcg@5"], batch_size=quick_run.config["eval"]["batch_size"],
+                                    progress=False)["ndcg@5"]
     assert recomputed == pytest.approx(after, abs=1e-4)
 
 

@@ -84,6 +84,36 @@ def load(
     return load_retriever(registry(), directory, device=device, dtype=dtype)
 
 
+def evaluate(
+    model: Retriever | str | Path | None = None,
+    dataset: str | Path | None = None,
+    *,
+    benchmark: str | None = None,
+    tasks: list[str] | None = None,
+    **options: Any,
+) -> dict[str, Any]:
+    """Evaluate a retriever on a dataset (a Hub id, or a ViDoRe v1 table / BEIR folder on disk) or on a ViDoRe
+    benchmark ("vidore-v1", "vidore-v2", "vidore-v3"), with MTEB's metrics; what `vlzoo eval` writes.
+
+    `model`: a `Retriever`, a registered name or a `vlzoo train` output folder. `options` go to
+    `vlzoo_core.evaluation.runner.evaluate` (split, format, columns, subsets, revision, settings, index,
+    cache_dir, batch_size, per_query, ...). A dataset gives its task result in MTEB's layout; a benchmark
+    gives {"tasks": [...], "task_scores", "mean_task", "mean_public"}.
+    """
+    from vlzoo_core.evaluation.benchmarks import run_benchmark
+    from vlzoo_core.evaluation.runner import evaluate as evaluate_dataset
+
+    if isinstance(model, (str, Path)):
+        from vlzoo_core.index.models import load_model
+
+        model, options["identity"] = load_model(str(model), device=options.pop("device", None))
+    if (dataset is None) == (benchmark is None):
+        raise ValueError("give a dataset or a benchmark")
+    if benchmark is not None:
+        return run_benchmark(model, benchmark, tasks=tasks, **options)
+    return evaluate_dataset(model, dataset, **options)
+
+
 def __getattr__(name: str) -> Any:
     if name == "Index":  # imports torch, so only on first use
         from vlzoo_core.index.index import Index
@@ -92,4 +122,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'vlzoo' has no attribute {name!r}")
 
 
-__all__ = ["Index", "build", "catalog_path", "list_models", "load", "recipe", "registry"]
+__all__ = ["Index", "build", "catalog_path", "evaluate", "list_models", "load", "recipe", "registry"]

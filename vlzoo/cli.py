@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from vlzoo.cli_eval import add_eval_parser
 from vlzoo.cli_index import add_index_parsers, route_index_actions
 from vlzoo_core.errors import VlzooError
 
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_schema)
 
     add_index_parsers(commands)
+    add_eval_parser(commands)
     return parser
 
 

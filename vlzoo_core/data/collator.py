@@ -222,13 +222,11 @@ class PageList(Sequence):
         return list(self._values)
 
 
-def eval_pairs(
-    dataset: Iterable[dict[str, Any]], *, strict: bool = False
-) -> tuple[list[str], PageList, list[set[int]]]:
-    """Queries, pages and, for each query, the set of relevant page indices, from `query` / `image` rows.
+def eval_pairs(dataset: Iterable[dict[str, Any]], *, strict: bool = False) -> tuple[list[str], PageList]:
+    """The queries and pages of the usable `query` / `image` rows, row for row.
 
-    Each row's image is its own page (identical images are not merged), so query i's relevant set is {j}
-    where j is that row's page. Rows with an empty query or an unreadable image are dropped (logged once
+    Each row's image is its own page (identical images are not merged; see `training.evaluation.EvalSet`
+    for how queries and pages pair up). Rows with an empty query or an unreadable image are dropped (logged once
     with the count) or, with `strict`, raise InputError("row", i, ...). Pages are checked once here and
     returned undecoded in a `PageList` that decodes on access.
     """
@@ -236,7 +234,6 @@ def eval_pairs(
         dataset = dataset.select_columns(["query", "image"])
     queries: list[str] = []
     pages: list[Any] = []
-    relevant: list[set[int]] = []
     dropped: Counter[str] = Counter()
     for index, row in enumerate(dataset):
         query, page = row.get("query"), row.get("image")
@@ -254,13 +251,12 @@ def eval_pairs(
             if sum(dropped.values()) <= ContrastiveCollator.warn_first:
                 logger.warning("eval set: dropping bad %s", exc)
             continue
-        relevant.append({len(pages)})
         queries.append(query)
         pages.append(page)
     if dropped:
         logger.warning("eval set: dropped %d bad rows (%s); %d remain", sum(dropped.values()),
                        ", ".join(f"{k}: {n}" for k, n in dropped.items()), len(queries))
-    return queries, PageList(pages), relevant
+    return queries, PageList(pages)
 
 
 __all__ = ["ROW_INDEX_KEY", "ContrastiveCollator", "PageList", "decode_image", "eval_pairs"]

@@ -176,8 +176,9 @@ def train(
     train_data = load_source(config.data.train, base_dir=base_dir)
     eval_set = None
     if config.data.eval is not None:
-        eval_set = EvalSet(*eval_pairs(load_source(config.data.eval, base_dir=base_dir, where="data.eval"),
-                                       strict=config.data.strict))
+        queries, pages = eval_pairs(load_source(config.data.eval, base_dir=base_dir, where="data.eval"),
+                                       strict=config.data.strict)
+        eval_set = EvalSet.from_rows(queries, pages)
     collator = ContrastiveCollator(retriever.processor, strict=config.data.strict,
                                    with_negatives=loss_fn.uses_negatives)
     args, chunk_size = training_arguments(config, output, len(train_data))

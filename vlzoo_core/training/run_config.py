@@ -13,6 +13,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator, model_v
 
 from vlzoo_core.config import ComponentSlot, StrictModel
 from vlzoo_core.errors import ConfigError
+from vlzoo_core.evaluation.metrics import DEFAULT_METRICS, parse_metric
 
 ComponentMode = Literal["frozen", "lora", "full"]
 
@@ -118,14 +119,21 @@ class OptimSection(StrictModel):
         return self
 
 
-Metric = Literal["ndcg@5", "ndcg@10", "recall@1", "recall@5", "recall@10", "mrr@10"]
-
-
 class EvalSection(StrictModel):
-    metrics: list[Metric] = Field(default_factory=lambda: ["ndcg@5", "ndcg@10", "recall@1", "recall@5",
-                                                            "recall@10", "mrr@10"])
+    metrics: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_METRICS),
+        description="Retrieval metrics at a cut-off, computed as `vlzoo eval` computes them (MTEB's): "
+        "ndcg@K, map@K, recall@K, precision@K, hit_rate@K or mrr@K.",
+    )
     interval: int | None = Field(None, gt=0, description="Evaluate every N steps (None: only before and after).")
     batch_size: int = Field(16, gt=0)
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, names: list[str]) -> list[str]:
+        for name in names:
+            parse_metric(name)  # a ValueError names the accepted forms
+        return names
 
 
 class OutputSection(StrictModel):
