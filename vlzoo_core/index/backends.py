@@ -29,7 +29,7 @@ Hits = list[list[tuple[int, float]]]
 
 def _hits(snapshot: Snapshot, scores: Sequence[torch.Tensor], refs: Sequence[torch.Tensor]) -> Hits:
     """Per query, (page key, score) pairs from the row refs and scores of `exact_search` or `rerank`."""
-    return [[(snapshot.key_of_ref(int(r)), float(s)) for s, r in zip(row_s, row_r, strict=True)]
+    return [[(snapshot.key_of_ref(r), s) for s, r in zip(row_s.tolist(), row_r.tolist(), strict=True)]
             for row_s, row_r in zip(scores, refs, strict=True)]
 
 

@@ -41,7 +41,11 @@ class Snapshot:
 
     @cached_property
     def _by_key(self) -> dict[int, int]:
-        return {page_key(record.id, record.sha256): ref for ref, record in self.records()}
+        return {key: ref for ref, key in self._key_by_ref.items()}
+
+    @cached_property
+    def _key_by_ref(self) -> dict[int, int]:
+        return {ref: page_key(record.id, record.sha256) for ref, record in self.records()}
 
     def records(self) -> Iterator[tuple[int, PageRecord]]:
         """(ref, record) of every live page, in shard and row order."""
@@ -54,8 +58,12 @@ class Snapshot:
     def __len__(self) -> int:
         return sum(int(entry.live.sum()) for entry in self.live_shards)
 
+    @cached_property
+    def _page_tables(self) -> list[list[PageRecord]]:
+        return [shard.records for shard in self.shards]
+
     def record(self, ref: int) -> PageRecord:
-        return self.shards[ref >> 32].records[ref & 0xFFFFFFFF]
+        return self._page_tables[ref >> 32][ref & 0xFFFFFFFF]
 
     def ref_of_id(self, page_id: str) -> int | None:
         return self._by_id.get(page_id)
@@ -64,8 +72,7 @@ class Snapshot:
         return self._by_key[key]
 
     def key_of_ref(self, ref: int) -> int:
-        record = self.record(ref)
-        return page_key(record.id, record.sha256)
+        return self._key_by_ref[ref]
 
     def keys(self) -> list[int]:
         return list(self._by_key)
