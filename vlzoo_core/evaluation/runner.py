@@ -17,11 +17,16 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vlzoo_core.errors import VlzooError
 from vlzoo_core.evaluation.datasets import EvalColumns, Format, QuerySet, RetrievalDataset, load_dataset
 from vlzoo_core.evaluation.metrics import TOP_K, score_run, with_positives
+
+if TYPE_CHECKING:
+    from vlzoo_core.index.index import Index
+    from vlzoo_core.index.manifest import ModelIdentity
+    from vlzoo_core.model.retriever import Retriever
 
 SOURCE_FILE = "eval-source.json"
 """Written into a cached index folder once its corpus is complete: which data it holds and what was skipped."""
@@ -50,8 +55,8 @@ class IndexSettings:
 
 
 def evaluate(
-    model: Any = None,
-    dataset: str | Path | RetrievalDataset = "",
+    model: Retriever | None,
+    dataset: str | Path | RetrievalDataset,
     *,
     split: str = "test",
     format: Format = "auto",
@@ -62,7 +67,7 @@ def evaluate(
     main_score: str = "ndcg_at_5",
     settings: IndexSettings = IndexSettings(),
     index: str | Path | None = None,
-    identity: Any = None,
+    identity: ModelIdentity | None = None,
     cache_dir: str | Path | None = None,
     batch_size: int = 4,
     query_batch_size: int = 16,
@@ -71,7 +76,7 @@ def evaluate(
 ) -> dict[str, Any]:
     """Evaluate `model` (a `Retriever`) on `dataset`; the result dict in MTEB's layout (see the module docstring).
 
-    `index`: an index folder to use (and fill) instead of the cache; without `model`, the model its
+    `index`: an index folder to use (and fill) instead of the cache; with `model=None`, the model its
     manifest names is loaded. `identity`: the model's `ModelIdentity` when it was loaded from a name or a
     folder (see `index.models.load_model`), so the index can load it again.
     """
@@ -131,7 +136,7 @@ def task_score(result: dict[str, Any]) -> float:
 # ---- the corpus ------------------------------------------------------------------------------------------
 
 
-def _cache_folder(cache_dir: str | Path | None, identity: Any, data: RetrievalDataset,
+def _cache_folder(cache_dir: str | Path | None, identity: ModelIdentity, data: RetrievalDataset,
                   settings: IndexSettings) -> Path:
     key = {"model": [identity.recipe, identity.fingerprint, identity.processor], "corpus": data.corpus_key(),
            "settings": vars(settings) | {"candidates": None}}
@@ -141,7 +146,7 @@ def _cache_folder(cache_dir: str | Path | None, identity: Any, data: RetrievalDa
     return base / f"{identity.recipe}--{slug}--{data.split}--{digest}"
 
 
-def _fill(index: Any, data: RetrievalDataset, *, cached: bool, batch_size: int, progress: bool) -> dict[str, Any]:
+def _fill(index: Index, data: RetrievalDataset, *, cached: bool, batch_size: int, progress: bool) -> dict[str, Any]:
     """Make the index hold exactly the corpus (a cache folder drops pages the data no longer has; a folder of
     the user's must not hold other pages); what was encoded and skipped."""
     from vlzoo_core.index.sources import cell_pages
@@ -185,7 +190,7 @@ def _write_source(root: Path, record: dict[str, Any]) -> None:
 # ---- the queries -----------------------------------------------------------------------------------------
 
 
-def _score_query_set(index: Any, query_set: QuerySet, settings: IndexSettings, main_score: str,
+def _score_query_set(index: Index, query_set: QuerySet, settings: IndexSettings, main_score: str,
                      batch_size: int, per_query: bool) -> tuple[dict[str, Any], dict[str, Any]]:
     judged = with_positives(query_set.qrels)
     pairs = [(qid, text) for qid, text in zip(query_set.ids, query_set.texts, strict=True) if qid in judged]
