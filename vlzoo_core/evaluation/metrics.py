@@ -37,6 +37,7 @@ Qrels = Mapping[str, Mapping[str, int]]
 Run = Mapping[str, Mapping[str, float]]
 
 _KINDS = {"ndcg": "ndcg_cut", "map": "map_cut", "recall": "recall", "precision": "P", "hit_rate": "success"}
+METRIC_KINDS = (*_KINDS, "mrr")
 _METRIC = re.compile(r"^(ndcg|map|recall|precision|hit_rate|mrr)@([1-9][0-9]*)$")
 
 

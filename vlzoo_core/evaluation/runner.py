@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from vlzoo_core.errors import VlzooError
 from vlzoo_core.evaluation.datasets import EvalColumns, Format, QuerySet, RetrievalDataset, load_dataset
-from vlzoo_core.evaluation.metrics import TOP_K, score_run, with_positives
+from vlzoo_core.evaluation.metrics import K_VALUES, METRIC_KINDS, TOP_K, score_run, with_positives
 
 if TYPE_CHECKING:
     from vlzoo_core.index.index import Index
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from vlzoo_core.model.retriever import Retriever
 
 SOURCE_FILE = "eval-source.json"
+SCORE_KEYS = frozenset({f"{kind}_at_{k}" for kind in METRIC_KINDS for k in K_VALUES} | {"accuracy"})
 """Written into a cached index folder once its corpus is complete: which data it holds and what was skipped."""
 
 
@@ -83,6 +84,9 @@ def evaluate(
     from vlzoo_core.index.index import Index
     from vlzoo_core.index.models import identify
 
+    if main_score not in SCORE_KEYS:
+        raise VlzooError(f"unknown main score {main_score!r}: expected KIND_at_K with KIND one of "
+                         f"{', '.join(METRIC_KINDS)} and K one of {', '.join(map(str, K_VALUES))}, or accuracy")
     started = time.perf_counter()
     data = dataset if isinstance(dataset, RetrievalDataset) else load_dataset(
         dataset, split=split, format=format, columns=columns, subsets=subsets, revision=revision)
@@ -118,7 +122,7 @@ def evaluate(
             "format": data.format,
             "main_score": main_score,
             "index": str(opened.root),
-            **{key: value for key, value in vars(settings).items()},
+            **vars(settings),
             **corpus,
         },
     }
@@ -203,8 +207,6 @@ def _score_query_set(index: Index, query_set: QuerySet, settings: IndexSettings,
                         candidates=settings.candidates, batch_size=batch_size)
     run = {qid: {hit.id: hit.score for hit in found} for (qid, _), found in zip(pairs, hits, strict=True)}
     scored = score_run(judged, run)
-    if main_score not in scored.scores:
-        raise VlzooError(f"unknown main score {main_score!r}; one of {', '.join(sorted(scored.scores))}")
     entry = {"hf_subset": query_set.subset, "languages": [], "main_score": scored.scores[main_score],
              **scored.scores, "queries": scored.queries,
              "queries_without_judgments": len(query_set.ids) - len(pairs)}
