@@ -77,7 +77,6 @@ class RetrievalDataset:
     identity: dict[str, Any]
     _corpus: TableReader | None = field(default=None, repr=False)
     _image_column: str = "image"
-    _id_column: str | None = None
     _keep_rows: list[int] | None = None  # v1: the first row of each distinct page
 
     @property
@@ -284,7 +283,7 @@ def _vidore_v1(name: str, table: TableReader, split: str, columns: EvalColumns,
     if not queries.ids:
         raise VlzooError(f"{table.source}: no queries (the {query_column!r} column has no non-empty text)")
     return RetrievalDataset(name, split, "vidore-v1", corpus_ids, [queries], identity, table, image_column,
-                            id_column, keep_rows)
+                            keep_rows)
 
 
 def vidore_v1_layout(texts: Sequence[Any], keys: Sequence[str], split: str) -> tuple[list[str], list[int], QuerySet]:
@@ -344,10 +343,10 @@ def _beir(name: str, tables: _LocalTables | _HubTables, ids: _Ids, columns: Eval
                              f"{', '.join(sorted(by_subset))})")
         by_subset = {s: by_subset[s] for s in subsets}
     query_sets = []
-    for subset, pairs in sorted(by_subset.items()):
+    for subset, pairs in (by_subset.items() if subsets else sorted(by_subset.items())):
         pairs = [(qid, t) for qid, t in pairs if isinstance(t, str) and t.strip()]
         query_sets.append(QuerySet(subset, [qid for qid, _ in pairs], [t for _, t in pairs],
                                    {qid: qrels[qid] for qid, _ in pairs if qid in qrels}))
     if not any(qs.ids for qs in query_sets):
         raise VlzooError(f"{queries.source}: no queries (no non-empty text in column {text!r})")
-    return RetrievalDataset(name, ids.split, "beir", corpus_ids, query_sets, identity, corpus, image, corpus_id)
+    return RetrievalDataset(name, ids.split, "beir", corpus_ids, query_sets, identity, corpus, image)
