@@ -174,3 +174,18 @@ def test_a_batch_whose_rows_were_all_skipped_is_a_no_op_step(tmp_path):
     loss = _trainer(tmp_path, model, None).training_step(model, {})  # what the collator returns then
     assert loss.item() == 0.0
     assert all(p.grad is None for p in model.parameters())
+
+
+def test_optimizer_and_progress_options_reach_the_trainer(tmp_path):
+    from vlzoo_core.training.arguments import training_arguments
+    from vlzoo_core.training.run_config import parse_run_config
+
+    data = {"model": {"name": "colllava_tiny"}, "data": {"train": {"kind": "synthetic"}},
+            "optim": {"max_steps": 2, "optimizer": "adamw_torch_fused", "weight_decay": 0.01, "max_grad_norm": 0.5},
+            "output": {"dir": str(tmp_path)}, "logging": {"progress": False}}
+    args, _ = training_arguments(parse_run_config(data, "test"), tmp_path, train_rows=64)
+    assert (args.optim, args.weight_decay, args.max_grad_norm, args.disable_tqdm) == \
+        ("adamw_torch_fused", 0.01, 0.5, True)
+    data["optim"]["optimizer"], data["logging"]["progress"] = "adafactor", True
+    args, _ = training_arguments(parse_run_config(data, "test"), tmp_path, train_rows=64)
+    assert (args.optim, args.disable_tqdm) == ("adafactor", False)

@@ -17,6 +17,7 @@ from vlzoo_core.config import (
     ProcessorConfig,
     Recipe,
     StrictModel,
+    TokenEmbeddingConfig,
 )
 from vlzoo_core.errors import CheckpointError, ConfigError, InputError, LoraRuleError, UnknownNameError, VlzooError
 from vlzoo_core.hooks import hookimpl
@@ -49,5 +50,5 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "CheckpointError", "ComponentRef", "ConfigError", "InputError", "HeadConfig", "HeadRef", "LoraRule", "LoraRuleError", "LoraRuleSet", "ProcessorConfig", "Recipe",
-    "Registrar", "Registry", "StrictModel", "UnknownNameError", "VlzooError", "hookimpl", *_LAZY,
+    "Registrar", "Registry", "StrictModel", "TokenEmbeddingConfig", "UnknownNameError", "VlzooError", "hookimpl", *_LAZY,
 ]

@@ -112,6 +112,25 @@ class LoraRuleSet(StrictModel):
         return self
 
 
+class TokenEmbeddingConfig(StrictModel):
+    """What a language backbone keeps from its checkpoint's vocabulary so that training matches it: the
+    vocabulary size and the padding token, whose embedding row gets no gradient (transformers'
+    `padding_idx`). A backbone config whose checkpoint names a pad token subclasses this."""
+
+    vocab_size: int = Field(gt=0)
+    pad_token_id: int | None = Field(
+        None, ge=0,
+        description="The checkpoint's pad token: its embedding row stays as loaded, as in the library that "
+        "trained it (query augmentation tokens are often this token).",
+    )
+
+    @model_validator(mode="after")
+    def _pad_in_vocabulary(self) -> TokenEmbeddingConfig:
+        if self.pad_token_id is not None and self.pad_token_id >= self.vocab_size:
+            raise ValueError(f"pad_token_id {self.pad_token_id} is outside the vocabulary (size {self.vocab_size})")
+        return self
+
+
 class ProcessorConfig(StrictModel):
     tokenizer: str | None = Field(
         None,

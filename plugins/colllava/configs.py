@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from vlzoo_core import ProcessorConfig, StrictModel
+from vlzoo_core import ProcessorConfig, StrictModel, TokenEmbeddingConfig
 
 
 class SiglipEncoderConfig(StrictModel):
@@ -30,7 +30,7 @@ class LlavaProjectorConfig(StrictModel):
     bias: bool = True
 
 
-class Qwen2BackboneConfig(StrictModel):
+class Qwen2BackboneConfig(TokenEmbeddingConfig):
     vocab_size: int = Field(152000, gt=0)
     hidden_size: int = Field(1024, gt=0)
     intermediate_size: int = Field(2816, gt=0)

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from vlzoo_core import ProcessorConfig, StrictModel
+from vlzoo_core import ProcessorConfig, StrictModel, TokenEmbeddingConfig
 
 AttnImplementation = Literal["sdpa", "eager"]
 
@@ -76,7 +76,7 @@ class MergerConfig(StrictModel):
     spatial_merge_size: int = Field(2, gt=0, description="Must equal the vision tower's spatial_merge_size.")
 
 
-class Qwen2VLTextConfig(StrictModel):
+class Qwen2VLTextConfig(TokenEmbeddingConfig):
     """The Qwen2-VL language model without LM head; rotary positions are multimodal (M-RoPE)."""
 
     vocab_size: int = Field(151936, gt=0)

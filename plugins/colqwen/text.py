@@ -26,7 +26,7 @@ class _QwenVLText(TransformersBackbone):
         fields = config.model_dump(exclude={"rope_theta", "mrope_section", "attn_implementation"})
         rope = {"rope_type": "default", "rope_theta": config.rope_theta, "mrope_section": list(config.mrope_section)}
         hf_config = self.hf_config_cls(**fields, rope_parameters=rope, use_cache=False,
-                                       bos_token_id=None, eos_token_id=None, pad_token_id=None)
+                                       bos_token_id=None, eos_token_id=None)
         hf_config._attn_implementation = config.attn_implementation
         self.model = self.hf_model_cls(hf_config)
         self.hidden_size = config.hidden_size

@@ -8,7 +8,7 @@ import torch
 from transformers import TrainingArguments
 
 from vlzoo_core.errors import ConfigError
-from vlzoo_core.training.run_config import RunConfig
+from vlzoo_core.training.run_config import OPTIMIZERS, RunConfig
 from vlzoo_core.training.gather import world_size
 
 
@@ -30,6 +30,7 @@ def training_arguments(config: RunConfig, output: Path, train_rows: int) -> tupl
         output_dir=str(output),
         per_device_train_batch_size=per_device,
         gradient_accumulation_steps=1 if cached else optim.gradient_accumulation_steps,
+        optim=OPTIMIZERS[optim.optimizer],
         learning_rate=optim.lr,
         weight_decay=optim.weight_decay,
         lr_scheduler_type=optim.scheduler,
@@ -54,7 +55,7 @@ def training_arguments(config: RunConfig, output: Path, train_rows: int) -> tupl
         remove_unused_columns=False,
         label_names=[],
         ddp_find_unused_parameters=False,
-        disable_tqdm=False,
+        disable_tqdm=not config.logging.progress,
     )
     return args, optim.per_device_batch_size if cached else None
 

@@ -111,6 +111,9 @@ def validate(config: RunConfig, registry: Registry, *, base_dir: Path | None = N
     for backend in config.logging.report_to:
         if backend != "none" and importlib.util.find_spec(backend) is None:
             raise ConfigError(f"logging.report_to: {backend!r} is not installed (pip install {backend})")
+    if config.optim.optimizer == "adamw_8bit" and importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError("optim.optimizer: 'adamw_8bit' needs bitsandbytes, which is not installed "
+                          "(pip install bitsandbytes)")
     return Checked(recipe, rule_set, report)
 
 

@@ -92,7 +92,13 @@ class LossSection(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict, description="Validated by the loss's own config.")
 
 
+OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch_fused", "adafactor": "adafactor",
+              "adamw_8bit": "adamw_bnb_8bit"}
+"""The optimizers a config names -> transformers' names for them (8-bit AdamW needs bitsandbytes)."""
+
+
 class OptimSection(StrictModel):
+    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "adamw_8bit"] = "adamw_torch"
     lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
@@ -147,6 +153,7 @@ class LoggingSection(StrictModel):
         default_factory=lambda: ["none"]
     )
     interval: int = Field(10, gt=0, description="Log every N steps.")
+    progress: bool = Field(True, description="Show progress bars (training, evaluation, embedding).")
 
 
 class RunConfig(StrictModel):

@@ -121,7 +121,7 @@ class RetrievalTrainer(Trainer):
             return {}
         retriever = unwrap(self.accelerator.unwrap_model(self.model).model)
         results = evaluate_retriever(retriever, self.eval_set, self.eval_metrics, batch_size=self.eval_batch_size,
-                                     progress=self.is_world_process_zero())
+                                     progress=self.is_world_process_zero() and not self.args.disable_tqdm)
         metrics = {f"{metric_key_prefix}_{name}": value for name, value in results.items()}
         self.log(dict(metrics))  # log() adds the epoch to the dict it is given
         self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
