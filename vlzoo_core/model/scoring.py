@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 Embeddings = torch.Tensor | Sequence[torch.Tensor]
+SIMILARITY_BLOCK = 2**21  # float32 similarities per MaxSim block by default: 8 MiB
 
 
 def pad_embeddings(embeddings: Embeddings) -> tuple[torch.Tensor, torch.Tensor]:
@@ -115,22 +116,25 @@ def maxsim(
     documents: Embeddings,
     *,
     query_chunk: int = 32,
-    document_chunk: int = 16,
+    document_chunk: int | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """(Nq, Nd) float32 scores: for each query token its best document token, summed over query tokens.
 
     Work is split into query x document chunks, each one `MaxSimScorer` GEMM, so extra memory is bounded
     by 4 * (query_chunk * Lq * document_chunk * Ld + document_chunk * Ld * D) bytes whatever the corpus
-    size: 16 MiB of similarities for Lq = 32, Ld = 256 at the defaults, 64 MiB for ColPali's Ld = 1030.
-    The defaults keep that block near cache size, which is fastest on CPU; on a GPU, much larger chunks
-    amortise the per-block kernel launches. A document with no valid tokens scores 0.
+    size. By default document_chunk keeps the similarity block and the document block near SIMILARITY_BLOCK
+    values (8 MiB), the fastest size on CPU (benchmarks/scoring.py); on a GPU, much larger chunks amortise the per-block kernel
+    launches. A document with no valid tokens scores 0.
     """
     q, q_mask = pad_embeddings(queries)
     d = _stacked(documents)
     if q.shape[-1] != d.shape[-1]:
         raise ValueError(f"query dim {q.shape[-1]} != document dim {d.shape[-1]}")
     device = torch.device(device) if device is not None else q.device
+    if document_chunk is None:  # the similarity block, and the document block, near SIMILARITY_BLOCK values
+        per_document = max(1, d.shape[1]) * max(min(query_chunk, q.shape[0]) * q.shape[1], d.shape[-1])
+        document_chunk = max(1, SIMILARITY_BLOCK // per_document)
     buffers = ScratchBuffers(device)
     scorers = [MaxSimScorer(q[qs : qs + query_chunk].to(device, torch.float32),
                             q_mask[qs : qs + query_chunk].to(device), buffers)
