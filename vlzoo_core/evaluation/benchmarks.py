@@ -76,6 +76,9 @@ def run_benchmark(model: Any, name: str, *, tasks: Sequence[str] | None = None, 
             if task.public:
                 raise
             skipped[task.name] = str(exc)
+    if not results:
+        first, reason = next(iter(skipped.items()))
+        raise VlzooError(f"no task of {name!r} could be evaluated ({first}: {reason})")
     scores = {result["task_name"]: task_score(result) for result in results}
     public = [scores[task.name] for task in benchmark.tasks if task.public and task.name in scores]
     every_public = all(task.name in scores for task in benchmark.tasks if task.public)
