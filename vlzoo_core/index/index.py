@@ -287,7 +287,7 @@ class Index:
         progress: bool = False,
     ) -> AddReport:
         """Index new and changed pages from `pages(skipped)`, which yields `Page`s and counts what it skips in
-        `skipped` (see `sources.iter_pages` and `sources.table_pages`); called once, on every process."""
+        `skipped` (see `sources.iter_pages` and `sources.cell_pages`); called once, on every process."""
         ranks = _Ranks()
         started = time.perf_counter()
         report = AddReport(processes=ranks.world)

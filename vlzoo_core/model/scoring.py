@@ -124,8 +124,8 @@ def maxsim(
     Work is split into query x document chunks, each one `MaxSimScorer` GEMM, so extra memory is bounded
     by 4 * (query_chunk * Lq * document_chunk * Ld + document_chunk * Ld * D) bytes whatever the corpus
     size. By default document_chunk keeps the similarity block and the document block near SIMILARITY_BLOCK
-    values (8 MiB), the fastest size on CPU (benchmarks/scoring.py); on a GPU, much larger chunks amortise the per-block kernel
-    launches. A document with no valid tokens scores 0.
+    values (8 MiB), the fastest size on CPU (benchmarks/scoring.py); on a GPU, much larger chunks amortise
+    the per-block kernel launches. A document with no valid tokens scores 0.
     """
     q, q_mask = pad_embeddings(queries)
     d = _stacked(documents)

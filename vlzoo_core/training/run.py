@@ -180,7 +180,7 @@ def train(
     eval_set = None
     if config.data.eval is not None:
         queries, pages = eval_pairs(load_source(config.data.eval, base_dir=base_dir, where="data.eval"),
-                                       strict=config.data.strict)
+                                    strict=config.data.strict)
         eval_set = EvalSet.from_rows(queries, pages)
     collator = ContrastiveCollator(retriever.processor, strict=config.data.strict,
                                    with_negatives=loss_fn.uses_negatives)

@@ -98,7 +98,7 @@ OPTIMIZERS = {"adamw_torch": "adamw_torch", "adamw_torch_fused": "adamw_torch_fu
 
 
 class OptimSection(StrictModel):
-    optimizer: Literal["adamw_torch", "adamw_torch_fused", "adafactor", "adamw_8bit"] = "adamw_torch"
+    optimizer: Literal[tuple(OPTIMIZERS)] = "adamw_torch"  # type: ignore[valid-type]
     lr: float = Field(5e-5, gt=0)
     weight_decay: float = Field(0.0, ge=0)
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
